@@ -1,0 +1,257 @@
+"""Settings for the Agency Portal, read from the environment (django-environ).
+
+Every variable is documented in `.env.example`. With nothing configured the portal runs for
+development: SQLite, a Celery broker that needs no server, console email and the local Cloudflare
+sandbox. Production misconfiguration is caught by the system checks in `agencyportal/checks.py`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+# A local `.env` file is optional; real environment variables win over it.
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=True)
+
+
+def _dev_secret(name: str, make) -> str:
+    """Development only: a random value kept in `var/` so every process (web, worker, beat) agrees.
+
+    Production must set the real variable; the system checks refuse to start without it.
+    """
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    path = VAR_DIR / name
+    if not path.exists():
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+SECRET_KEY = env.str("SECRET_KEY", default="") or (
+    _dev_secret("dev-secret-key", lambda: secrets.token_urlsafe(50)) if DEBUG else ""
+)
+
+# Keys for the tokens and client secrets stored in the database (Fernet keys, comma separated).
+# The first key encrypts; every key decrypts. Never derived from SECRET_KEY.
+TOKEN_ENCRYPTION_KEYS = env.list("TOKEN_ENCRYPTION_KEYS", default=[]) or (
+    [_dev_secret("dev-token-encryption-key", _fernet_key)] if DEBUG else []
+)
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+SITE_NAME = env.str("SITE_NAME", default="Agency Portal")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "agencyportal",
+    "clients",
+    "connections",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+]
+
+ROOT_URLCONF = "agencyportal.urls"
+WSGI_APPLICATION = "agencyportal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "agencyportal.context_processors.site",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes (web, worker, beat) share the file in development: wait for locks
+    # instead of failing, and take the write lock at the start of a transaction.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+LOGIN_URL = "clients:login"
+LOGIN_REDIRECT_URL = "clients:home"
+LOGOUT_REDIRECT_URL = "clients:login"
+
+# --- Security -------------------------------------------------------------------------------
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# Lax, not Strict: Strict drops the session on the top-level return from Cloudflare and every
+# OAuth callback would fail (security checklist OA-18).
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if env.bool("USE_X_FORWARDED_PROTO", default=False):
+    # Only behind a proxy that sets this header itself (and strips it from clients).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+from django.utils.csp import CSP  # noqa: E402
+
+# An allow-list that keeps the admin working: its scripts and styles are same-origin files.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "frame-ancestors": [CSP.NONE],
+    "form-action": [CSP.SELF],
+}
+
+# --- Email and alerts -------------------------------------------------------------------------
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Agency Portal <portal@agency.example>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+STAFF_ALERT_EMAILS = env.list("STAFF_ALERT_EMAILS", default=[])
+ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
+ALERT_WEBHOOK_SECRET = env.str("ALERT_WEBHOOK_SECRET", default="")
+
+# --- Cloudflare -------------------------------------------------------------------------------
+# Every URL is a setting so the portal can talk to the local sandbox or to the real Cloudflare.
+CLOUDFLARE_SANDBOX_URL = env.str("CLOUDFLARE_SANDBOX_URL", default="http://127.0.0.1:8788").rstrip("/")
+CLOUDFLARE_OAUTH_BASE_URL = env.str("CLOUDFLARE_OAUTH_BASE_URL", default=CLOUDFLARE_SANDBOX_URL).rstrip("/")
+CLOUDFLARE_AUTHORIZE_URL = env.str("CLOUDFLARE_AUTHORIZE_URL", default=f"{CLOUDFLARE_OAUTH_BASE_URL}/oauth2/auth")
+CLOUDFLARE_TOKEN_URL = env.str("CLOUDFLARE_TOKEN_URL", default=f"{CLOUDFLARE_OAUTH_BASE_URL}/oauth2/token")
+CLOUDFLARE_REVOKE_URL = env.str("CLOUDFLARE_REVOKE_URL", default=f"{CLOUDFLARE_OAUTH_BASE_URL}/oauth2/revoke")
+CLOUDFLARE_ISSUER = env.str("CLOUDFLARE_ISSUER", default=CLOUDFLARE_OAUTH_BASE_URL)
+CLOUDFLARE_API_BASE_URL = env.str(
+    "CLOUDFLARE_API_BASE_URL", default=f"{CLOUDFLARE_SANDBOX_URL}/client/v4"
+).rstrip("/")
+CLOUDFLARE_CONNECT_TIMEOUT = env.float("CLOUDFLARE_CONNECT_TIMEOUT", default=5.0)
+CLOUDFLARE_READ_TIMEOUT = env.float("CLOUDFLARE_READ_TIMEOUT", default=15.0)
+# Largest response body the portal reads from Cloudflare (bytes); a bigger one is an error.
+CLOUDFLARE_MAX_RESPONSE_BYTES = env.int("CLOUDFLARE_MAX_RESPONSE_BYTES", default=2 * 1024 * 1024)
+# HTTP status Cloudflare uses for a dead refresh token is unknown (400 or 401): both are handled.
+
+# --- Grant lifecycle (the background engine) --------------------------------------------------
+GRANT_REFRESH_MARGIN = env.int("GRANT_REFRESH_MARGIN", default=900)  # seconds before expiry
+GRANT_REFRESH_JITTER = env.int("GRANT_REFRESH_JITTER", default=60)  # seconds, spread the load
+GRANT_CHECK_INTERVAL = env.int("GRANT_CHECK_INTERVAL", default=3600)  # seconds between health checks
+GRANT_FAILURE_THRESHOLD = env.int("GRANT_FAILURE_THRESHOLD", default=3)  # failures before "refresh failing"
+GRANT_REFRESH_LEASE = env.int("GRANT_REFRESH_LEASE", default=120)  # seconds; > worst HTTP time
+AUTHORIZATION_REQUEST_TTL = env.int("AUTHORIZATION_REQUEST_TTL", default=600)  # seconds
+# Outbound budget: well under Cloudflare's 1200 requests / 5 min per user and 200 req/s per IP.
+CLOUDFLARE_USER_BUDGET = env.int("CLOUDFLARE_USER_BUDGET", default=600)  # requests per window per user
+CLOUDFLARE_USER_BUDGET_WINDOW = env.int("CLOUDFLARE_USER_BUDGET_WINDOW", default=300)  # seconds
+CLOUDFLARE_GLOBAL_RATE = env.int("CLOUDFLARE_GLOBAL_RATE", default=100)  # requests per second, all workers
+
+# --- Celery -----------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "celery-broker"
+    for sub in ("out", "processed"):
+        (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "out"),
+        "data_folder_out": str(_broker_dir / "out"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+else:
+    # Visibility timeout far above the hard time limit, so Redis never redelivers a running task.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)}
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+# Refresh / revoke / check work: a task is acknowledged only when it finished, and a worker holds
+# one message at a time, so a killed worker's task goes back to the queue instead of being lost.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# HTTP timeouts (connect 5 s + read 15 s) < soft limit < hard limit << visibility timeout.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", default=30.0)
+CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+# --- Logging ----------------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact_secrets": {"()": "agencyportal.logging.RedactSecretsFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # urllib3 logs request lines at DEBUG, with query strings: keep it at INFO.
+        "urllib3": {"level": "INFO"},
+    },
+}

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+from django.views.generic import RedirectView
+
+admin.site.site_header = "Agency Portal administration"
+admin.site.site_title = "Agency Portal"
+admin.site.index_title = "Clients and Cloudflare connections"
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/portal/", permanent=False)),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,70 @@
+"""Shared fixtures: personas, encryption keys, and backend markers.
+
+Personas: `agency_admin` (superuser staff), `client_owner` (a portal user of `acme`),
+`other_client_owner` (a portal user of another client).
+"""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.fernet import Fernet
+from django.conf import settings as django_settings
+
+from tests import factories
+
+TEST_KEYS = [Fernet.generate_key().decode()]
+
+
+@pytest.fixture(autouse=True)
+def _token_keys(settings):
+    """Every test runs with fresh, dedicated encryption keys (never the dev key file)."""
+    settings.TOKEN_ENCRYPTION_KEYS = list(TEST_KEYS)
+
+
+def _db_vendor() -> str:
+    engine = django_settings.DATABASES["default"]["ENGINE"]
+    return "postgresql" if "postgresql" in engine else "sqlite"
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_pg = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://...")
+    skip_redis = pytest.mark.skip(reason="needs Redis: set CELERY_BROKER_URL=redis://...")
+    on_pg = _db_vendor() == "postgresql"
+    on_redis = django_settings.CELERY_BROKER_URL.startswith("redis://")
+    for item in items:
+        if "postgres" in item.keywords and not on_pg:
+            item.add_marker(skip_pg)
+        if "redis" in item.keywords and not on_redis:
+            item.add_marker(skip_redis)
+
+
+@pytest.fixture
+def agency_admin(db):
+    return factories.SuperuserFactory(username="agency-admin")
+
+
+@pytest.fixture
+def acme(db):
+    return factories.ClientFactory(name="Acme Corp", slug="acme")
+
+
+@pytest.fixture
+def client_owner(acme):
+    return factories.ClientMemberFactory(client=acme, user=factories.UserFactory(username="owner@acme.example")).user
+
+
+@pytest.fixture
+def other_client_owner(db):
+    other = factories.ClientFactory(name="Globex", slug="globex")
+    return factories.ClientMemberFactory(client=other, user=factories.UserFactory(username="owner@globex.example")).user
+
+
+@pytest.fixture
+def oauth_app(db):
+    return factories.OAuthAppFactory(is_default=True)
+
+
+@pytest.fixture
+def admin_client(client, agency_admin):
+    client.force_login(agency_admin)
+    return client

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 admin.site.site_header = "Agency Portal administration"
@@ -11,4 +11,6 @@ admin.site.index_title = "Clients and Cloudflare connections"
 urlpatterns = [
     path("", RedirectView.as_view(url="/portal/", permanent=False)),
     path("admin/", admin.site.urls),
+    path("portal/", include("clients.urls")),
+    path("oauth/", include("connections.urls")),
 ]

@@ -68,3 +68,30 @@ def oauth_app(db):
 def admin_client(client, agency_admin):
     client.force_login(agency_admin)
     return client
+
+
+# --- The Cloudflare sandbox, as a real separate process -----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def cf_sandbox_process(tmp_path_factory):
+    """One sandbox process for the whole run (control endpoint on, quiet)."""
+    from cloudflare_sandbox.testing import SandboxProcess
+
+    with SandboxProcess(db_path=tmp_path_factory.mktemp("cf-sandbox") / "sandbox.sqlite3") as proc:
+        yield proc
+
+
+@pytest.fixture
+def cf_sandbox(cf_sandbox_process, settings):
+    """The running sandbox with faults, settings and counters reset, and the portal pointed at it."""
+    cf_sandbox_process.clear_faults()
+    cf_sandbox_process.control("POST", "/__sandbox__/reset-counters")
+    base = cf_sandbox_process.base_url
+    settings.CLOUDFLARE_AUTHORIZE_URL = f"{base}/oauth2/auth"
+    settings.CLOUDFLARE_TOKEN_URL = f"{base}/oauth2/token"
+    settings.CLOUDFLARE_REVOKE_URL = f"{base}/oauth2/revoke"
+    settings.CLOUDFLARE_API_BASE_URL = f"{base}/client/v4"
+    settings.CLOUDFLARE_ISSUER = cf_sandbox_process.issuer
+    yield cf_sandbox_process
+    cf_sandbox_process.clear_faults()

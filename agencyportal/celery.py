@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agencyportal.settings")
 
@@ -18,4 +19,19 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 # The periodic schedule, defined once. Each entry only claims due rows; see connections/tasks.py.
-app.conf.beat_schedule = {}
+app.conf.beat_schedule = {
+    # Claim grants whose token refresh is due, one task per grant. https://crontab.guru/#*_*_*_*_*
+    "sweep-due-refreshes": {"task": "connections.tasks.sweep_due_refreshes_task", "schedule": crontab(minute="*")},
+    # Claim grants whose health check is due, one task per grant. https://crontab.guru/#*_*_*_*_*
+    "sweep-due-checks": {"task": "connections.tasks.sweep_due_checks_task", "schedule": crontab(minute="*")},
+    # Re-enqueue alert deliveries that are due (lost messages, retries). https://crontab.guru/#*_*_*_*_*
+    "sweep-undelivered-alerts": {
+        "task": "connections.tasks.sweep_undelivered_alerts_task",
+        "schedule": crontab(minute="*"),
+    },
+    # Retry revocations at Cloudflare that are due (503s, outages, lost messages). https://crontab.guru/#*_*_*_*_*
+    "sweep-pending-revocations": {
+        "task": "connections.tasks.sweep_pending_revocations_task",
+        "schedule": crontab(minute="*"),
+    },
+}

@@ -54,8 +54,6 @@ def check_settings(app_configs=None, **kwargs) -> list:
                 id="agencyportal.E004",
             )
         )
-    if not settings.DEBUG and not settings.SECRET_KEY:
-        errors.append(Error("SECRET_KEY is not set.", id="agencyportal.E005"))
     urls = {
         "CLOUDFLARE_AUTHORIZE_URL": settings.CLOUDFLARE_AUTHORIZE_URL,
         "CLOUDFLARE_TOKEN_URL": settings.CLOUDFLARE_TOKEN_URL,

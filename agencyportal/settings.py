@@ -127,6 +127,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on a missing directory
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
 LOGIN_URL = "clients:login"
@@ -168,8 +169,27 @@ SECURE_CSP = {
 }
 
 # --- Email and alerts -------------------------------------------------------------------------
-EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
-vars().update(EMAIL_CONFIG)
+# EMAIL_URL: consolemail:// (default), smtp+tls://user:password@host:587, ... (django-environ).
+_email = env.email_url("EMAIL_URL", default="consolemail://")
+_email_options = {
+    "host": _email.get("EMAIL_HOST"),
+    "port": _email.get("EMAIL_PORT"),
+    "username": _email.get("EMAIL_HOST_USER"),
+    "password": _email.get("EMAIL_HOST_PASSWORD"),
+    "use_tls": _email.get("EMAIL_USE_TLS"),
+    "use_ssl": _email.get("EMAIL_USE_SSL"),
+    "timeout": 10,
+}
+MAILERS = {
+    "default": {
+        "BACKEND": _email["EMAIL_BACKEND"],
+        "OPTIONS": (
+            {k: v for k, v in _email_options.items() if v not in (None, "")}
+            if _email["EMAIL_BACKEND"].endswith("smtp.EmailBackend")
+            else {}
+        ),
+    }
+}
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Agency Portal <portal@agency.example>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 STAFF_ALERT_EMAILS = env.list("STAFF_ALERT_EMAILS", default=[])
@@ -200,10 +220,41 @@ GRANT_CHECK_INTERVAL = env.int("GRANT_CHECK_INTERVAL", default=3600)  # seconds 
 GRANT_FAILURE_THRESHOLD = env.int("GRANT_FAILURE_THRESHOLD", default=3)  # failures before "refresh failing"
 GRANT_REFRESH_LEASE = env.int("GRANT_REFRESH_LEASE", default=120)  # seconds; > worst HTTP time
 AUTHORIZATION_REQUEST_TTL = env.int("AUTHORIZATION_REQUEST_TTL", default=600)  # seconds
+# Revocation at Cloudflare after a disconnect: retried with exponential backoff from BASE to MAX s.
+GRANT_REVOKE_BACKOFF_BASE = env.int("GRANT_REVOKE_BACKOFF_BASE", default=30)
+GRANT_REVOKE_BACKOFF_MAX = env.int("GRANT_REVOKE_BACKOFF_MAX", default=3600)
+
+# --- Client portal ----------------------------------------------------------------------------
+PORTAL_INVITE_TTL = env.int("PORTAL_INVITE_TTL", default=72 * 3600)  # seconds an invitation link works
+# Login throttle: failures per (email, IP) before a lockout of the given length (seconds).
+PORTAL_LOGIN_MAX_FAILURES = env.int("PORTAL_LOGIN_MAX_FAILURES", default=5)
+PORTAL_LOGIN_LOCKOUT_SECONDS = env.int("PORTAL_LOGIN_LOCKOUT_SECONDS", default=900)
+# The login throttle counts in this cache: per process by default; set CACHE_URL=redis://... when
+# several web processes serve the portal, so they share one count.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 # Outbound budget: well under Cloudflare's 1200 requests / 5 min per user and 200 req/s per IP.
 CLOUDFLARE_USER_BUDGET = env.int("CLOUDFLARE_USER_BUDGET", default=600)  # requests per window per user
 CLOUDFLARE_USER_BUDGET_WINDOW = env.int("CLOUDFLARE_USER_BUDGET_WINDOW", default=300)  # seconds
 CLOUDFLARE_GLOBAL_RATE = env.int("CLOUDFLARE_GLOBAL_RATE", default=100)  # requests per second, all workers
+# Longest a refresh waits for a slot in the global cap before giving the grant back (seconds).
+CLOUDFLARE_RATELIMIT_MAX_WAIT = env.float("CLOUDFLARE_RATELIMIT_MAX_WAIT", default=5.0)
+# Where the shared counters live; empty = the Celery broker when it is redis://, else per process.
+CLOUDFLARE_RATELIMIT_REDIS_URL = env.str("CLOUDFLARE_RATELIMIT_REDIS_URL", default="")
+# Transient failures back off exponentially from BASE to MAX seconds (with jitter, >= Retry-After).
+GRANT_RETRY_BASE = env.int("GRANT_RETRY_BASE", default=30)
+GRANT_RETRY_MAX = env.int("GRANT_RETRY_MAX", default=900)
+# After a refresh with no answer (timeout after sending), ask again this soon (seconds).
+GRANT_UNCERTAIN_RETRY = env.int("GRANT_UNCERTAIN_RETRY", default=30)
+# After Cloudflare refuses the app's credentials, pause that app's refreshes this long (seconds).
+GRANT_CLIENT_CONFIG_BACKOFF = env.int("GRANT_CLIENT_CONFIG_BACKOFF", default=300)
+# The sweeps: rows claimed per transaction, transactions per sweep, and how long a claimed row
+# stays invisible to the next sweep (if its message is lost it is found again after this delay).
+GRANT_SWEEP_BATCH = env.int("GRANT_SWEEP_BATCH", default=500)
+GRANT_SWEEP_MAX_BATCHES = env.int("GRANT_SWEEP_MAX_BATCHES", default=40)
+GRANT_DISPATCH_RETRY = env.int("GRANT_DISPATCH_RETRY", default=120)
+# Alert delivery: attempts (with exponential backoff) before a channel is marked failed for good.
+ALERT_DELIVERY_MAX_ATTEMPTS = env.int("ALERT_DELIVERY_MAX_ATTEMPTS", default=8)
+ALERT_WEBHOOK_TIMEOUT = env.float("ALERT_WEBHOOK_TIMEOUT", default=10.0)
 
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
@@ -238,6 +289,10 @@ CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# One queue by default; a separate name isolates a test run's workers from any other worker.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
+# Beat's schedule state file lives with the other runtime files.
+CELERY_BEAT_SCHEDULE_FILENAME = env.str("CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule"))
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

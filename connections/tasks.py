@@ -10,3 +10,61 @@ def deliver_alert_task(alert_id: int) -> None:
     from .services.alerts import alert_deliver
 
     alert_deliver(alert_id=alert_id)
+
+
+# --- The background engine -----------------------------------------------------------------------
+# No autoretry on any of these: the services record the outcome on the row and schedule the next
+# attempt in the database (a blind Celery retry of a refresh could present a rotated token).
+# The sweeps expire after 55 s: after a broker outage a backlog of minute ticks collapses into one.
+
+
+@shared_task(ignore_result=True)
+def refresh_grant_task(grant_id: int) -> None:
+    from .services.refresh import grant_refresh
+
+    grant_refresh(grant_id=grant_id)
+
+
+@shared_task(ignore_result=True)
+def check_grant_task(grant_id: int) -> None:
+    from .services.health import grant_check
+
+    grant_check(grant_id=grant_id)
+
+
+@shared_task(ignore_result=True, expires=55)
+def sweep_due_refreshes_task() -> None:
+    from .services.refresh import grants_dispatch_due_refreshes
+
+    grants_dispatch_due_refreshes()
+
+
+@shared_task(ignore_result=True, expires=55)
+def sweep_due_checks_task() -> None:
+    from .services.health import grants_dispatch_due_checks
+
+    grants_dispatch_due_checks()
+
+
+@shared_task(ignore_result=True, expires=55)
+def sweep_undelivered_alerts_task() -> None:
+    from .services.alerts import alerts_dispatch_due
+
+    alerts_dispatch_due()
+
+
+# --- Disconnect: revocation at Cloudflare ---------------------------------------------------------
+
+
+@shared_task(ignore_result=True)
+def revoke_grant_task(grant_id: int) -> None:
+    from .services.disconnect import grant_revoke_at_cloudflare
+
+    grant_revoke_at_cloudflare(grant_id=grant_id)
+
+
+@shared_task(ignore_result=True, expires=55)
+def sweep_pending_revocations_task() -> None:
+    from .services.disconnect import revoke_pending_sweep
+
+    revoke_pending_sweep()

@@ -16,9 +16,10 @@ TEST_KEYS = [Fernet.generate_key().decode()]
 
 
 @pytest.fixture(autouse=True)
-def _token_keys(settings):
-    """Every test runs with fresh, dedicated encryption keys (never the dev key file)."""
+def _test_settings(settings):
+    """Every test runs with dedicated encryption keys (never the dev key file) and a fast hasher."""
     settings.TOKEN_ENCRYPTION_KEYS = list(TEST_KEYS)
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def _db_vendor() -> str:

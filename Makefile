@@ -1,0 +1,47 @@
+# Two commands: `make run` (the whole portal with a demo, one log stream) and `make test`.
+# Everything else is a step they depend on.
+
+# The first interpreter >= 3.12 on the PATH (Django 6.1 needs it).
+PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
+	&& { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: run test install migrate seed lint format check-python clean
+
+run: install migrate seed
+	@echo "Starting sandbox, web, worker and beat (Ctrl-C stops them all)..."
+	$(BIN)/honcho -f Procfile.dev start
+
+test: install
+	$(BIN)/pytest
+
+install: $(VENV)/.installed
+
+check-python:
+	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is required (none found on PATH)." >&2; exit 1; }
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt | check-python
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput
+
+seed: install
+	$(BIN)/python manage.py seed_demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) var

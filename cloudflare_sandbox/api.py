@@ -1,0 +1,740 @@
+"""A subset of Cloudflare API v4 under ``/client/v4``.
+
+Envelope ``{success, errors, messages, result, result_info}`` and pagination ``result_info {page,
+per_page, count, total_count, total_pages}`` as documented [doc]. Every endpoint enforces one OAuth
+scope; a missing scope answers 403 code 10000 "Authentication error", an unknown, revoked or expired
+token 403 code 9109 "Invalid access token", a malformed ``Authorization`` header 400 code 6003 with
+6111 in the error chain [doc]. A token sees only the accounts chosen at consent and their zones;
+anything else looks like a non-existent object (404, code 7003). Rate limiting is per Cloudflare user
+(all of that user's tokens share the budget) with ``Ratelimit`` / ``Ratelimit-Policy`` headers and
+429 + ``Retry-After`` + code 971 beyond it [doc].
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+import sqlite3
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .scopes import CATALOGUE
+from .store import loads
+from .tokens import API_TOKEN_PREFIX, sha256_hex
+from .web import Request, Response, json_response
+
+if TYPE_CHECKING:
+    from .server import SandboxApp
+
+API_PREFIX = "/client/v4"
+ANY_TOKEN = "*"
+API_TOKEN_ONLY = "api-token"
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def iso(ts: float) -> str:
+    """Cloudflare's timestamp format: ``2024-01-15T10:00:00.000000Z``."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def envelope(result: Any, *, result_info: dict[str, int] | None = None, messages: list[Any] | None = None,
+             status: int = 200) -> Response:
+    """A successful API answer."""
+    payload: dict[str, Any] = {"success": True, "errors": [], "messages": messages or [], "result": result}
+    if result_info is not None:
+        payload["result_info"] = result_info
+    return json_response(status, payload)
+
+
+def api_error(status: int, code: int, message: str, chain: list[dict[str, Any]] | None = None) -> Response:
+    """A failed API answer with one error (and an optional ``error_chain``)."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if chain:
+        error["error_chain"] = chain
+    return json_response(status, {"success": False, "errors": [error], "messages": [], "result": None})
+
+
+def rate_limited(retry_after: int) -> Response:
+    """429 with the documented body and ``Retry-After`` [doc]."""
+    response = api_error(429, 971, "Please wait and consider throttling your request speed")
+    return response.with_header("Retry-After", str(retry_after))
+
+
+def not_found(path: str) -> Response:
+    """What Cloudflare answers for an object the caller cannot see."""
+    return api_error(404, 7003, f"Could not route to {path}, perhaps your object identifier is invalid?")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an OAuth grant's access token or a legacy user API token."""
+
+    kind: str  # "oauth" | "api_token"
+    user_id: str
+    email: str
+    scopes: frozenset[str]
+    accounts: list[str] | str
+    created_at: float
+    token_id: str
+
+
+def resolve_bearer(conn: sqlite3.Connection, token: str, now: float) -> Principal | None:
+    """The principal behind a bearer token, or ``None`` when it is unknown, revoked or expired."""
+    token_hash = sha256_hex(token)
+    if token.startswith(API_TOKEN_PREFIX):
+        row = conn.execute(
+            "SELECT t.*, u.email FROM api_tokens t JOIN users u ON u.id=t.user_id WHERE t.token_hash=?", (token_hash,)
+        ).fetchone()
+        if row is None or row["status"] != "active" or (row["expires_at"] is not None and row["expires_at"] <= now):
+            return None
+        return Principal(
+            "api_token", row["user_id"], row["email"], frozenset(loads(row["scopes"])), loads(row["accounts"]),
+            row["created_at"], row["id"],
+        )
+    row = conn.execute(
+        "SELECT a.expires_at, a.revoked, g.id, g.user_id, g.scopes, g.accounts, g.status, g.access_survives, "
+        "g.created_at, u.email FROM access_tokens a JOIN grants g ON g.id=a.grant_id JOIN users u ON u.id=g.user_id "
+        "WHERE a.token_hash=?",
+        (token_hash,),
+    ).fetchone()
+    if row is None or row["revoked"] or row["expires_at"] <= now:
+        return None
+    if row["status"] != "active" and not row["access_survives"]:
+        return None
+    return Principal(
+        "oauth", row["user_id"], row["email"], frozenset(loads(row["scopes"])), loads(row["accounts"]),
+        row["created_at"], row["id"],
+    )
+
+
+def visible_accounts(conn: sqlite3.Connection, principal: Principal) -> list[sqlite3.Row]:
+    """Accounts the token may use: the user's memberships ∩ the accounts chosen at consent.
+
+    An account whose OAuth app access was switched off stays visible to grants created before the
+    switch (Cloudflare: "existing grants stay" [doc]) and is hidden from grants created after it.
+    """
+    rows = conn.execute(
+        "SELECT a.* FROM accounts a JOIN memberships m ON m.account_id=a.id WHERE m.user_id=? ORDER BY a.name, a.id",
+        (principal.user_id,),
+    ).fetchall()
+    if principal.accounts != "all":
+        allowed = set(principal.accounts)
+        rows = [r for r in rows if r["id"] in allowed]
+    if principal.kind == "oauth":
+        rows = [r for r in rows if r["oauth_disabled_at"] is None or r["oauth_disabled_at"] > principal.created_at]
+    return rows
+
+
+def _int_param(req: Request, name: str, default: int) -> int | None:
+    value = req.arg(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def paginate(req: Request, items: list[Any], *, default: int, minimum: int, maximum: int
+             ) -> tuple[list[Any], dict[str, int]] | Response:
+    """Slice ``items`` by ``page`` / ``per_page``; ``per_page`` is clamped to [minimum, maximum]."""
+    page = _int_param(req, "page", 1)
+    per_page = _int_param(req, "per_page", default)
+    if page is None or per_page is None:
+        return api_error(400, 1001, "Invalid request: page and per_page must be integers")
+    page = max(1, page)
+    per_page = min(max(per_page, minimum), maximum)
+    total = len(items)
+    chunk = items[(page - 1) * per_page : page * per_page]
+    info = {
+        "page": page,
+        "per_page": per_page,
+        "count": len(chunk),
+        "total_count": total,
+        "total_pages": math.ceil(total / per_page) if total else 0,
+    }
+    return chunk, info
+
+
+def _text_filter(value: str, candidate: str) -> bool:
+    """Cloudflare list filters: exact, or ``contains:`` / ``starts_with:`` / ``ends_with:``."""
+    value_l, cand = value.lower(), candidate.lower()
+    for prefix, test in (
+        ("contains:", lambda v: v in cand),
+        ("starts_with:", lambda v: cand.startswith(v)),
+        ("ends_with:", lambda v: cand.endswith(v)),
+        ("equal:", lambda v: cand == v),
+    ):
+        if value_l.startswith(prefix):
+            return test(value_l[len(prefix) :])
+    return cand == value_l
+
+
+def _sort(items: list[dict[str, Any]], req: Request, keys: dict[str, Callable[[dict[str, Any]], Any]], default: str
+          ) -> list[dict[str, Any]]:
+    key = keys.get(req.arg("order") or default, keys[default])
+    return sorted(items, key=key, reverse=(req.arg("direction") or "asc").lower() == "desc")
+
+
+def _body(req: Request) -> dict[str, Any] | Response:
+    try:
+        data = req.json()
+    except ValueError:
+        return api_error(400, 6007, "Malformed JSON in request body")
+    if not isinstance(data, dict):
+        return api_error(400, 6007, "Malformed JSON in request body")
+    return data
+
+
+# ------------------------------------------------------------------------------------- serialisers
+
+
+def account_view(row: sqlite3.Row) -> dict[str, Any]:
+    """Account object; ``settings.oauth_app_access`` is a sandbox extension (see README)."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "type": "standard",
+        "settings": {
+            "enforce_twofactor": False,
+            "api_access_enabled": None,
+            "abuse_contact_email": None,
+            "oauth_app_access": row["oauth_disabled_at"] is None,
+        },
+        "created_on": iso(row["created_on"]),
+    }
+
+
+def zone_view(row: sqlite3.Row) -> dict[str, Any]:
+    """Zone object with the documented fields [doc]."""
+    plan_id = row["plan"].split()[0].lower()
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "status": row["status"],
+        "paused": bool(row["paused"]),
+        "type": row["type"],
+        "development_mode": 0,
+        "name_servers": ["ada.ns.cloudflare.com", "bob.ns.cloudflare.com"],
+        "original_name_servers": None,
+        "original_registrar": None,
+        "original_dnshost": None,
+        "modified_on": iso(row["modified_on"]),
+        "created_on": iso(row["created_on"]),
+        "activated_on": iso(row["created_on"]) if row["status"] == "active" else None,
+        "meta": {"step": 2, "custom_certificate_quota": 0, "page_rule_quota": 3, "phishing_detected": False},
+        "owner": {"id": None, "type": "user", "email": None},
+        "account": {"id": row["account_id"], "name": row["account_name"]},
+        "permissions": [],
+        "plan": {
+            "id": plan_id,
+            "name": row["plan"],
+            "price": 0,
+            "currency": "USD",
+            "frequency": "",
+            "is_subscribed": plan_id != "free",
+            "can_subscribe": False,
+            "legacy_id": plan_id,
+            "legacy_discount": False,
+            "externally_managed": False,
+        },
+    }
+
+
+_PROXIABLE = {"A", "AAAA", "CNAME"}
+
+
+def record_view(row: sqlite3.Row, zone_name: str) -> dict[str, Any]:
+    """DNS record object."""
+    data: dict[str, Any] = {
+        "id": row["id"],
+        "zone_id": row["zone_id"],
+        "zone_name": zone_name,
+        "name": row["name"],
+        "type": row["type"],
+        "content": row["content"],
+        "proxiable": row["type"] in _PROXIABLE,
+        "proxied": bool(row["proxied"]),
+        "ttl": row["ttl"],
+        "settings": {},
+        "meta": {},
+        "comment": row["comment"],
+        "tags": [],
+        "created_on": iso(row["created_on"]),
+        "modified_on": iso(row["modified_on"]),
+    }
+    if row["priority"] is not None:
+        data["priority"] = row["priority"]
+    return data
+
+
+# ----------------------------------------------------------------------------------------- handlers
+
+Handler = Callable[["SandboxApp", Request, Principal, dict[str, str]], Response]
+
+
+def get_user(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``GET /user`` (``user-details.read``)."""
+    with app.store.read() as conn:
+        row = conn.execute("SELECT * FROM users WHERE id=?", (p.user_id,)).fetchone()
+    return envelope(
+        {
+            "id": row["id"],
+            "email": row["email"],
+            "first_name": row["first_name"],
+            "last_name": row["last_name"],
+            "username": row["id"],
+            "telephone": None,
+            "country": None,
+            "zipcode": None,
+            "two_factor_authentication_enabled": False,
+            "two_factor_authentication_locked": False,
+            "created_on": iso(row["created_on"]),
+            "modified_on": iso(row["created_on"]),
+            "organizations": [],
+            "has_pro_zones": False,
+            "has_business_zones": False,
+            "has_enterprise_zones": False,
+            "suspended": False,
+            "betas": [],
+        }
+    )
+
+
+def verify_token(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``GET /user/tokens/verify`` for legacy user API tokens."""
+    return envelope(
+        {"id": p.token_id, "status": "active"},
+        messages=[{"code": 10000, "message": "This API Token is valid and active", "type": None}],
+    )
+
+
+def list_accounts(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``GET /accounts`` (``account-settings.read``): only the accounts chosen at consent."""
+    with app.store.read() as conn:
+        rows = visible_accounts(conn, p)
+    items = [account_view(r) for r in rows]
+    name = req.arg("name")
+    if name:
+        items = [a for a in items if _text_filter(name if ":" in name else f"contains:{name}", a["name"])]
+    items = _sort(items, req, {"name": lambda a: a["name"].lower()}, "name")
+    page = paginate(req, items, default=20, minimum=5, maximum=50)
+    if isinstance(page, Response):
+        return page
+    chunk, info = page
+    return envelope(chunk, result_info=info)
+
+
+def get_account(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``GET /accounts/{account_id}`` (``account-settings.read``)."""
+    with app.store.read() as conn:
+        rows = visible_accounts(conn, p)
+    for row in rows:
+        if row["id"] == params["account_id"]:
+            return envelope(account_view(row))
+    return not_found(req.path)
+
+
+def _visible_zones(conn: sqlite3.Connection, p: Principal) -> list[sqlite3.Row]:
+    accounts = {r["id"]: r["name"] for r in visible_accounts(conn, p)}
+    if not accounts:
+        return []
+    marks = ",".join("?" * len(accounts))
+    return conn.execute(
+        "SELECT z.*, a.name AS account_name FROM zones z JOIN accounts a ON a.id=z.account_id "
+        f"WHERE z.account_id IN ({marks}) ORDER BY z.name",  # noqa: S608 - placeholders only
+        tuple(accounts),
+    ).fetchall()
+
+
+def _zone(conn: sqlite3.Connection, p: Principal, zone_id: str) -> sqlite3.Row | None:
+    row = conn.execute(
+        "SELECT z.*, a.name AS account_name FROM zones z JOIN accounts a ON a.id=z.account_id WHERE z.id=?",
+        (zone_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    if row["account_id"] not in {r["id"] for r in visible_accounts(conn, p)}:
+        return None
+    return row
+
+
+def list_zones(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``GET /zones`` (``zone.read``) with ``account.id``, ``account.name``, ``name``, ``status`` filters."""
+    with app.store.read() as conn:
+        rows = _visible_zones(conn, p)
+    account_filter = req.arg("account.id")
+    account_name = req.arg("account.name")
+    name = req.arg("name")
+    status = req.arg("status")
+    if account_filter:
+        rows = [r for r in rows if r["account_id"] == account_filter]
+    if account_name:
+        rows = [r for r in rows if _text_filter(account_name, r["account_name"])]
+    if name:
+        rows = [r for r in rows if _text_filter(name, r["name"])]
+    if status:
+        rows = [r for r in rows if r["status"] == status]
+    items = [zone_view(r) for r in rows]
+    items = _sort(
+        items,
+        req,
+        {
+            "name": lambda z: z["name"],
+            "status": lambda z: (z["status"], z["name"]),
+            "account.id": lambda z: (z["account"]["id"], z["name"]),
+            "account.name": lambda z: (z["account"]["name"], z["name"]),
+        },
+        "name",
+    )
+    page = paginate(req, items, default=20, minimum=5, maximum=50)
+    if isinstance(page, Response):
+        return page
+    chunk, info = page
+    return envelope(chunk, result_info=info)
+
+
+def get_zone(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``GET /zones/{zone_id}`` (``zone.read``)."""
+    with app.store.read() as conn:
+        row = _zone(conn, p, params["zone_id"])
+    if row is None:
+        return not_found(req.path)
+    return envelope(zone_view(row))
+
+
+def list_records(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``GET /zones/{zone_id}/dns_records`` (``dns.read``) with ``type``, ``name``, ``content`` filters."""
+    with app.store.read() as conn:
+        zone = _zone(conn, p, params["zone_id"])
+        if zone is None:
+            return not_found(req.path)
+        rows = conn.execute("SELECT * FROM dns_records WHERE zone_id=? ORDER BY name, type, id", (zone["id"],)).fetchall()
+    rtype, name, content = req.arg("type"), req.arg("name"), req.arg("content")
+    if rtype:
+        rows = [r for r in rows if r["type"] == rtype.upper()]
+    if name:
+        rows = [r for r in rows if _text_filter(name, r["name"])]
+    if content:
+        rows = [r for r in rows if _text_filter(content, r["content"])]
+    items = [record_view(r, zone["name"]) for r in rows]
+    items = _sort(
+        items,
+        req,
+        {
+            "type": lambda r: (r["type"], r["name"]),
+            "name": lambda r: (r["name"], r["type"]),
+            "content": lambda r: (r["content"], r["name"]),
+            "ttl": lambda r: (r["ttl"], r["name"]),
+            "proxied": lambda r: (r["proxied"], r["name"]),
+        },
+        "type",
+    )
+    page = paginate(req, items, default=100, minimum=5, maximum=5000)
+    if isinstance(page, Response):
+        return page
+    chunk, info = page
+    return envelope(chunk, result_info=info)
+
+
+def get_record(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``GET /zones/{zone_id}/dns_records/{record_id}`` (``dns.read``)."""
+    with app.store.read() as conn:
+        zone = _zone(conn, p, params["zone_id"])
+        if zone is None:
+            return not_found(req.path)
+        row = conn.execute(
+            "SELECT * FROM dns_records WHERE id=? AND zone_id=?", (params["record_id"], zone["id"])
+        ).fetchone()
+    if row is None:
+        return api_error(404, 81044, "Record does not exist.")
+    return envelope(record_view(row, zone["name"]))
+
+
+_RECORD_TYPES = {"A", "AAAA", "CNAME", "MX", "TXT", "NS", "SRV", "CAA", "PTR"}
+
+
+def _dns_validation(code: int, message: str) -> Response:
+    return api_error(400, 1004, "DNS Validation Error", [{"code": code, "message": message}])
+
+
+def _validate_record(
+    conn: sqlite3.Connection, zone: sqlite3.Row, data: dict[str, Any], *, record_id: str | None
+) -> dict[str, Any] | Response:
+    """Check a full record (after merging a PATCH) and normalise its name."""
+    rtype = str(data.get("type") or "").upper()
+    if rtype not in _RECORD_TYPES:
+        return _dns_validation(9000, f"Invalid or unsupported DNS record type '{data.get('type')}'.")
+    raw_name = str(data.get("name") or "").strip().rstrip(".").lower()
+    if not raw_name:
+        return _dns_validation(9000, "DNS name is invalid.")
+    zone_name = zone["name"]
+    if raw_name == "@":
+        name = zone_name
+    elif raw_name == zone_name or raw_name.endswith("." + zone_name):
+        name = raw_name
+    else:
+        name = f"{raw_name}.{zone_name}"
+    if not re.fullmatch(r"[a-z0-9*_]([a-z0-9_\-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_\-]*[a-z0-9_])?)*", name):
+        return _dns_validation(9000, "DNS name is invalid.")
+    content = data.get("content")
+    if not isinstance(content, str) or not content.strip():
+        return _dns_validation(9007, "Content is required.")
+    content = content.strip()
+    if rtype == "A":
+        try:
+            ipaddress.IPv4Address(content)
+        except ValueError:
+            return _dns_validation(9005, "Content for A record must be a valid IPv4 address.")
+    if rtype == "AAAA":
+        try:
+            ipaddress.IPv6Address(content)
+        except ValueError:
+            return _dns_validation(9006, "Content for AAAA record must be a valid IPv6 address.")
+    ttl = data.get("ttl", 1)
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not (ttl == 1 or 60 <= ttl <= 86400):
+        return _dns_validation(9021, "Invalid TTL. Must be between 60 and 86400 seconds, or 1 for Automatic.")
+    proxied = data.get("proxied", False)
+    if not isinstance(proxied, bool):
+        return _dns_validation(9003, "Invalid 'proxied' value, must be a boolean.")
+    if proxied and rtype not in _PROXIABLE:
+        return _dns_validation(9004, "This record type cannot be proxied.")
+    priority = data.get("priority")
+    if rtype == "MX":
+        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 65535:
+            return _dns_validation(9101, "MX records require a priority between 0 and 65535.")
+    else:
+        priority = None
+    comment = data.get("comment")
+    if comment is not None and not isinstance(comment, str):
+        return _dns_validation(9100, "comment must be a string.")
+    others = conn.execute(
+        "SELECT * FROM dns_records WHERE zone_id=? AND name=? AND id<>?", (zone["id"], name, record_id or "")
+    ).fetchall()
+    for other in others:
+        if other["type"] == rtype and other["content"] == content:
+            return api_error(400, 81058, "An identical record already exists.")
+        if (rtype == "CNAME" or other["type"] == "CNAME") and (rtype in _PROXIABLE and other["type"] in _PROXIABLE):
+            return api_error(400, 81053, "An A, AAAA, or CNAME record with that host already exists.")
+    return {
+        "type": rtype,
+        "name": name,
+        "content": content,
+        "ttl": ttl,
+        "proxied": 1 if proxied else 0,
+        "priority": priority,
+        "comment": comment,
+    }
+
+
+def create_record(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``POST /zones/{zone_id}/dns_records`` (``dns.write``)."""
+    data = _body(req)
+    if isinstance(data, Response):
+        return data
+    now = app.clock.now()
+    with app.store.write() as conn:
+        zone = _zone(conn, p, params["zone_id"])
+        if zone is None:
+            return not_found(req.path)
+        values = _validate_record(conn, zone, data, record_id=None)
+        if isinstance(values, Response):
+            return values
+        record_id = uuid.uuid4().hex
+        conn.execute(
+            "INSERT INTO dns_records(id, zone_id, type, name, content, ttl, proxied, priority, comment, created_on, "
+            "modified_on) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (record_id, zone["id"], values["type"], values["name"], values["content"], values["ttl"],
+             values["proxied"], values["priority"], values["comment"], now, now),
+        )
+        row = conn.execute("SELECT * FROM dns_records WHERE id=?", (record_id,)).fetchone()
+    return envelope(record_view(row, zone["name"]))
+
+
+def update_record(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``PUT`` (replace) or ``PATCH`` (merge) ``/zones/{zone_id}/dns_records/{record_id}`` (``dns.write``)."""
+    data = _body(req)
+    if isinstance(data, Response):
+        return data
+    now = app.clock.now()
+    with app.store.write() as conn:
+        zone = _zone(conn, p, params["zone_id"])
+        if zone is None:
+            return not_found(req.path)
+        row = conn.execute(
+            "SELECT * FROM dns_records WHERE id=? AND zone_id=?", (params["record_id"], zone["id"])
+        ).fetchone()
+        if row is None:
+            return api_error(404, 81044, "Record does not exist.")
+        if req.method == "PATCH":
+            merged: dict[str, Any] = {
+                "type": row["type"], "name": row["name"], "content": row["content"], "ttl": row["ttl"],
+                "proxied": bool(row["proxied"]), "priority": row["priority"], "comment": row["comment"],
+            }
+            merged.update(data)
+        else:
+            merged = data
+        values = _validate_record(conn, zone, merged, record_id=row["id"])
+        if isinstance(values, Response):
+            return values
+        conn.execute(
+            "UPDATE dns_records SET type=?, name=?, content=?, ttl=?, proxied=?, priority=?, comment=?, modified_on=? "
+            "WHERE id=?",
+            (values["type"], values["name"], values["content"], values["ttl"], values["proxied"], values["priority"],
+             values["comment"], now, row["id"]),
+        )
+        row = conn.execute("SELECT * FROM dns_records WHERE id=?", (row["id"],)).fetchone()
+    return envelope(record_view(row, zone["name"]))
+
+
+def delete_record(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``DELETE /zones/{zone_id}/dns_records/{record_id}`` (``dns.write``)."""
+    with app.store.write() as conn:
+        zone = _zone(conn, p, params["zone_id"])
+        if zone is None:
+            return not_found(req.path)
+        deleted = conn.execute(
+            "DELETE FROM dns_records WHERE id=? AND zone_id=?", (params["record_id"], zone["id"])
+        ).rowcount
+    if not deleted:
+        return api_error(404, 81044, "Record does not exist.")
+    return envelope({"id": params["record_id"]})
+
+
+_PURGE_KEYS = ("purge_everything", "files", "tags", "hosts", "prefixes")
+
+
+def purge_cache(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``POST /zones/{zone_id}/purge_cache`` (``cache.purge``): exactly one purge kind per request."""
+    data = _body(req)
+    if isinstance(data, Response):
+        return data
+    keys = [k for k in _PURGE_KEYS if k in data]
+    valid = len(keys) == 1 and set(data) <= set(_PURGE_KEYS)
+    if valid:
+        value = data[keys[0]]
+        valid = value is True if keys[0] == "purge_everything" else (isinstance(value, list) and 0 < len(value) <= 30)
+    if not valid:
+        return api_error(
+            400, 1012, 'Request must contain one of "purge_everything", "files", "tags", "hosts" or "prefixes"'
+        )
+    with app.store.write() as conn:
+        zone = _zone(conn, p, params["zone_id"])
+        if zone is None:
+            return not_found(req.path)
+        conn.execute(
+            "INSERT INTO purges(zone_id, user_id, body, at) VALUES (?,?,?,?)",
+            (zone["id"], p.user_id, json.dumps(data, separators=(",", ":")), app.clock.now()),
+        )
+    return envelope({"id": zone["id"]})
+
+
+def list_scopes(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``GET /oauth/scopes``: the scope catalogue [doc] (any valid token may read it)."""
+    items = list(CATALOGUE.values())
+    page = paginate(req, items, default=len(items), minimum=1, maximum=1000)
+    if isinstance(page, Response):
+        return page
+    chunk, info = page
+    return envelope(chunk, result_info=info)
+
+
+# ------------------------------------------------------------------------------------------ routing
+
+
+@dataclass(frozen=True)
+class Route:
+    """One API endpoint: method, path pattern, the scope it needs and its handler."""
+
+    method: str
+    template: str
+    pattern: re.Pattern[str]
+    scope: str
+    handler: Handler
+
+
+def _route(method: str, template: str, scope: str, handler: Handler) -> Route:
+    regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
+    return Route(method, template, re.compile(f"^{regex}$"), scope, handler)
+
+
+ROUTES: tuple[Route, ...] = (
+    _route("GET", "/user", "user-details.read", get_user),
+    _route("GET", "/user/tokens/verify", API_TOKEN_ONLY, verify_token),
+    _route("GET", "/accounts", "account-settings.read", list_accounts),
+    _route("GET", "/accounts/{account_id}", "account-settings.read", get_account),
+    _route("GET", "/zones", "zone.read", list_zones),
+    _route("GET", "/zones/{zone_id}", "zone.read", get_zone),
+    _route("GET", "/zones/{zone_id}/dns_records", "dns.read", list_records),
+    _route("POST", "/zones/{zone_id}/dns_records", "dns.write", create_record),
+    _route("GET", "/zones/{zone_id}/dns_records/{record_id}", "dns.read", get_record),
+    _route("PUT", "/zones/{zone_id}/dns_records/{record_id}", "dns.write", update_record),
+    _route("PATCH", "/zones/{zone_id}/dns_records/{record_id}", "dns.write", update_record),
+    _route("DELETE", "/zones/{zone_id}/dns_records/{record_id}", "dns.write", delete_record),
+    _route("POST", "/zones/{zone_id}/purge_cache", "cache.purge", purge_cache),
+    _route("GET", "/oauth/scopes", ANY_TOKEN, list_scopes),
+)
+
+
+def match(req: Request) -> tuple[Route | None, dict[str, str], str]:
+    """Find the route for a request; returns (route, path params, counter key)."""
+    sub = req.path[len(API_PREFIX) :]
+    if len(sub) > 1:
+        sub = sub.rstrip("/")
+    other_method = False
+    for route in ROUTES:
+        found = route.pattern.match(sub)
+        if found:
+            if route.method == req.method:
+                return route, found.groupdict(), f"{req.method} {API_PREFIX}{route.template}"
+            other_method = True
+    key = f"{req.method} {API_PREFIX} (method not allowed)" if other_method else f"{req.method} {API_PREFIX} (no route)"
+    return None, {"method_not_allowed": "1"} if other_method else {}, key
+
+
+def dispatch(app: SandboxApp, req: Request, route: Route | None, params: dict[str, str]) -> Response:
+    """Authenticate, rate-limit, check the scope, then run the endpoint."""
+    if route is None:
+        if params.get("method_not_allowed"):
+            return api_error(405, 7001, f"Method {req.method} not available for that URI.")
+        return api_error(404, 7000, "No route for that URI")
+    header = req.headers.get("Authorization")
+    if header is None:
+        if req.headers.get("X-Auth-Key") or req.headers.get("X-Auth-Email"):
+            return api_error(403, 9103, "Unknown X-Auth-Key or X-Auth-Email")
+        return api_error(400, 9106, "Missing X-Auth-Key, X-Auth-Email or Authorization headers")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme != "Bearer" or not token or " " in token:
+        return api_error(
+            400, 6003, "Invalid request headers", [{"code": 6111, "message": "Invalid format for Authorization header"}]
+        )
+    now = app.clock.now()
+    with app.store.read() as conn:
+        principal = resolve_bearer(conn, token, now)
+    if route.scope == API_TOKEN_ONLY and (principal is None or principal.kind != "api_token"):
+        return api_error(401, 1000, "Invalid API Token")
+    if principal is None:
+        return api_error(403, 9109, "Invalid access token")
+    settings = app.settings
+    limit, window = int(settings.rate_limit), int(settings.rate_window)
+    allowed, remaining, reset = app.ratelimiter.hit(principal.user_id, now, limit, window)
+    headers = [
+        ("Ratelimit", f'"default";r={remaining};t={reset}'),
+        ("Ratelimit-Policy", f'"default";q={limit};w={window}'),
+    ]
+    if not allowed:
+        response = rate_limited(reset)
+    elif route.scope not in (ANY_TOKEN, API_TOKEN_ONLY) and route.scope not in principal.scopes:
+        response = api_error(403, 10000, "Authentication error")
+    else:
+        response = route.handler(app, req, principal, params)
+    response.headers.extend(headers)
+    return response

@@ -1,0 +1,357 @@
+"""Admin for OAuth apps, consent attempts, grants, events and alerts.
+
+Secrets never reach a page: encrypted fields are excluded from every form and list, tokens are
+shown as masked fingerprints, and URL lookups on secret columns are refused (`lookup_allowed`).
+Each changelist runs a fixed number of queries whatever the page size (see tests/connections/
+test_admin.py).
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from . import crypto
+from .models import Alert, AuthorizationRequest, Grant, GrantEvent, OAuthApp
+
+SECRET_FIELD_NAMES = (
+    "client_secret",
+    "client_secret_fp",
+    "code_verifier",
+    "access_token",
+    "refresh_token",
+    "access_token_fp",
+    "refresh_token_fp",
+    "state_hash",
+    "session_binding_hash",
+)
+
+
+class NoSecretLookupsMixin:
+    """Refuse changelist filters on secret columns (`?refresh_token_fp__startswith=...` is an oracle)."""
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        if any(part in SECRET_FIELD_NAMES for part in lookup.split("__")):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+
+class ReadOnlyAdminMixin:
+    """Audit records: visible to staff, written only by the services."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+# --- OAuth apps ----------------------------------------------------------------------------------
+
+
+class OAuthAppForm(forms.ModelForm):
+    new_client_secret = forms.CharField(
+        label="Client secret",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only. Leave empty to keep the stored secret.",
+    )
+
+    class Meta:
+        model = OAuthApp
+        exclude = ("client_secret",)
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.instance.pk and not cleaned.get("new_client_secret"):
+            self.add_error("new_client_secret", "A new OAuth app needs its client secret.")
+        for name in ("required_scopes", "optional_scopes"):
+            value = cleaned.get(name) or []
+            if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+                self.add_error(name, 'A JSON list of scope ids, e.g. ["zone.read", "dns.read"].')
+            elif any(":" in s for s in value):
+                self.add_error(name, "Cloudflare scope ids are dot-style (zone.read), not colon-style (zone:read).")
+        return cleaned
+
+    def save(self, commit: bool = True) -> OAuthApp:
+        app = super().save(commit=False)
+        secret = self.cleaned_data.get("new_client_secret")
+        if secret:
+            app.set_client_secret(secret)
+        if commit:
+            app.save()
+        return app
+
+
+@admin.register(OAuthApp)
+class OAuthAppAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
+    form = OAuthAppForm
+    list_display = ("name", "client_id", "visibility", "publisher_domain", "is_default", "is_active", "secret_masked", "grants_count")
+    list_filter = ("visibility", "is_active", "is_default")
+    search_fields = ("name", "client_id", "publisher_domain")
+    readonly_fields = ("secret_masked", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "client_id", "new_client_secret", "secret_masked", "token_endpoint_auth_method")}),
+        ("Consent", {"fields": ("redirect_uri", "required_scopes", "optional_scopes", "visibility", "publisher_domain")}),
+        ("State", {"fields": ("is_default", "is_active", "created_at", "updated_at")}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[OAuthApp]:
+        return super().get_queryset(request).annotate(_grants=Count("grants"))
+
+    @admin.display(description="Stored secret")
+    def secret_masked(self, obj: OAuthApp) -> str:
+        return crypto.mask("", obj.client_secret_fp)
+
+    @admin.display(description="Grants", ordering="_grants")
+    def grants_count(self, obj: OAuthApp) -> int:
+        return getattr(obj, "_grants", 0)
+
+
+# --- Consent attempts ----------------------------------------------------------------------------
+
+
+@admin.register(AuthorizationRequest)
+class AuthorizationRequestAdmin(NoSecretLookupsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "client", "user", "purpose", "outcome", "error_code", "created_at", "consumed_at", "grant")
+    list_filter = ("outcome", "purpose", "app")
+    search_fields = ("client__name", "user__email", "error_code")
+    list_select_related = ("client", "user", "grant__client")
+    date_hierarchy = "created_at"
+    exclude = ("code_verifier", "state_hash", "session_binding_hash")
+    raw_id_fields = ("client", "user", "grant", "replaces_grant")
+
+
+# --- Grants --------------------------------------------------------------------------------------
+
+
+class GrantEventInline(admin.TabularInline):
+    model = GrantEvent
+    fk_name = "grant"
+    fields = ("at", "kind", "actor_type", "actor", "message")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("-at", "-id")
+    verbose_name_plural = "Event timeline"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[GrantEvent]:
+        return super().get_queryset(request).select_related("actor")
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class OpenAlertInline(admin.TabularInline):
+    model = Alert
+    fk_name = "grant"
+    fields = ("kind", "message", "created_at", "email_status", "webhook_status", "acknowledged_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "Open alerts"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Alert]:
+        return super().get_queryset(request).filter(resolved_at__isnull=True)
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class ScopeCoverageFilter(admin.SimpleListFilter):
+    title = "scope coverage"
+    parameter_name = "coverage"
+
+    def lookups(self, request, model_admin):
+        return (("complete", "Complete"), ("partial", "Optional scope declined"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "partial":
+            return queryset.exclude(declined_scopes=[])
+        if self.value() == "complete":
+            return queryset.filter(declined_scopes=[])
+        return queryset
+
+
+@admin.register(Grant)
+class GrantAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
+    list_display = (
+        "cf_user_email",
+        "client",
+        "status",
+        "health",
+        "coverage",
+        "accounts_count",
+        "authorized_at",
+        "authorized_by",
+        "access_expires_at",
+        "last_refreshed_at",
+        "last_checked_at",
+    )
+    list_filter = ("status", "health", ScopeCoverageFilter, "app", "client__account_manager", "authorized_at")
+    search_fields = ("client__name", "cf_user_email", "accounts__name", "accounts__zones__name")
+    list_select_related = ("client", "app", "authorized_by")
+    date_hierarchy = "authorized_at"
+    exclude = ("access_token", "refresh_token", "access_token_fp", "refresh_token_fp", "accounts")
+    inlines = [OpenAlertInline, GrantEventInline]
+    fieldsets = (
+        (
+            "Who authorized what, and when",
+            {
+                "fields": (
+                    "client",
+                    "app",
+                    "cf_user_email",
+                    "cf_user_id",
+                    "authorized_at",
+                    "authorized_by",
+                    "reach",
+                    "scopes_summary",
+                )
+            },
+        ),
+        ("State", {"fields": ("status", "end_reason", "status_changed_at", "ended_at", "health", "last_error", "replaced_by")}),
+        (
+            "Tokens (fingerprints only)",
+            {
+                "fields": (
+                    "access_token_masked",
+                    "refresh_token_masked",
+                    "access_expires_at",
+                    "last_refreshed_at",
+                    "next_refresh_at",
+                    "refresh_generation",
+                    "consecutive_failures",
+                    "refresh_uncertain_since",
+                    "last_checked_at",
+                    "next_check_at",
+                )
+            },
+        ),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Grant]:
+        # Accounts reached, as one annotation for the whole page.
+        return super().get_queryset(request).annotate(_accounts=Count("accounts", distinct=True))
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> tuple[str, ...]:
+        # A grant is written by the consent flow and the engine only: every field is read-only here.
+        return tuple(f for fs in self.fieldsets for f in fs[1]["fields"])
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # the audit trail needs the row; disconnect instead
+
+    @admin.display(description="Scopes")
+    def coverage(self, obj: Grant) -> str:
+        return {"complete": "Complete", "partial": "Partial", "missing": "Missing required"}[obj.scope_coverage]
+
+    @admin.display(description="Accounts", ordering="_accounts")
+    def accounts_count(self, obj: Grant) -> int:
+        return getattr(obj, "_accounts", 0)
+
+    @admin.display(description="Accounts and zones reached")
+    def reach(self, obj: Grant):
+        accounts = obj.accounts.prefetch_related("zones")
+        rows = [
+            (
+                account.name,
+                account.cf_account_id,
+                ", ".join(z.name for z in account.zones.all() if z.removed_at is None) or "no zones",
+            )
+            for account in accounts
+        ]
+        if not rows:
+            return "—"
+        return format_html("<ul>{}</ul>", format_html_join("", "<li><strong>{}</strong> ({}): {}</li>", rows))
+
+    @admin.display(description="Scopes")
+    def scopes_summary(self, obj: Grant):
+        missing = obj.missing_required_scopes
+        return format_html(
+            "Granted: {}<br>Declined (optional): {}<br>Missing (required): {}",
+            ", ".join(obj.granted_scopes) or "—",
+            ", ".join(obj.declined_scopes) or "—",
+            ", ".join(missing) or "—",
+        )
+
+    @admin.display(description="Access token")
+    def access_token_masked(self, obj: Grant) -> str:
+        return obj.access_token_masked
+
+    @admin.display(description="Refresh token")
+    def refresh_token_masked(self, obj: Grant) -> str:
+        return obj.refresh_token_masked
+
+
+# --- Events and alerts -----------------------------------------------------------------------------
+
+
+class EventCategoryFilter(admin.SimpleListFilter):
+    title = "what happened"
+    parameter_name = "category"
+
+    CATEGORIES = (
+        ("cancellation", "Cancelled by the client"),
+        ("missing_scope", "Missing or declined permission"),
+        ("revoked", "Revoked or lost"),
+        ("upstream", "Cloudflare unavailable"),
+        ("product", "Portal error"),
+    )
+
+    def lookups(self, request, model_admin):
+        return self.CATEGORIES
+
+    def queryset(self, request, queryset):
+        if self.value():
+            kinds = [k for k, c in GrantEvent.CATEGORY_BY_KIND.items() if c == self.value()]
+            return queryset.filter(kind__in=kinds)
+        return queryset
+
+
+@admin.register(GrantEvent)
+class GrantEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("at", "kind", "client", "grant", "actor_type", "actor", "message")
+    list_filter = (EventCategoryFilter, "kind", "actor_type")
+    search_fields = ("client__name", "grant__cf_user_email", "message")
+    list_select_related = ("client", "grant__client", "actor")
+    date_hierarchy = "at"
+    raw_id_fields = ("grant", "client", "actor", "authorization_request")
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("created_at", "kind", "client", "grant", "message", "is_open", "email_status", "webhook_status", "acknowledged_at")
+    list_filter = ("kind", ("resolved_at", admin.EmptyFieldListFilter), ("acknowledged_at", admin.EmptyFieldListFilter))
+    search_fields = ("client__name", "grant__cf_user_email", "message")
+    list_select_related = ("client", "grant__client")
+    date_hierarchy = "created_at"
+    actions = ["acknowledge"]
+
+    @admin.display(description="Open", boolean=True)
+    def is_open(self, obj: Alert) -> bool:
+        return obj.resolved_at is None
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Needed for the acknowledge action; the change form itself has no editable field.
+        return request.user.has_perm("connections.change_alert")
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return [f.name for f in Alert._meta.fields]
+
+    @admin.action(description="Acknowledge selected alerts", permissions=["change"])
+    def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
+        count = queryset.filter(acknowledged_at__isnull=True).update(
+            acknowledged_at=timezone.now(), acknowledged_by=request.user
+        )
+        self.message_user(request, f"Acknowledged {count} alert(s).", messages.SUCCESS)

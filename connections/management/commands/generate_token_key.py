@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand
+
+from connections import crypto
+
+
+class Command(BaseCommand):
+    help = "Print a new key for TOKEN_ENCRYPTION_KEYS (put it first in the list to rotate)."
+
+    def handle(self, *args, **options) -> None:
+        self.stdout.write(crypto.generate_key())

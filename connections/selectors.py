@@ -1,0 +1,51 @@
+"""Reads for connections: the due-work queries of the background engine, with their joins.
+
+Each query matches a partial index declared on the model, so a sweep over 100k grants reads only
+the rows that are due (the index holds live grants only, ordered by due time).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import QuerySet
+
+from .models import Alert, Grant
+
+# Grants the refresh engine keeps alive. `needs_reconsent` grants still get health checks (their
+# tokens may work for what was granted) but their refresh is handled like any live grant's only if
+# active; `disconnecting` / ended grants belong to the disconnect flow and are never refreshed.
+REFRESHABLE_STATUSES = (Grant.Status.ACTIVE, Grant.Status.REFRESH_FAILING)
+CHECKABLE_STATUSES = (Grant.Status.ACTIVE, Grant.Status.REFRESH_FAILING, Grant.Status.NEEDS_RECONSENT)
+
+
+def grants_due_for_refresh(*, now: datetime) -> QuerySet[Grant]:
+    """Live grants whose refresh is due, oldest due first (index connections_grant_refresh_due).
+
+    No joins: the sweep only needs ids; the per-grant task loads the grant with its app.
+    """
+    return Grant.objects.filter(status__in=REFRESHABLE_STATUSES, next_refresh_at__lte=now).order_by("next_refresh_at")
+
+
+def grants_due_for_check(*, now: datetime) -> QuerySet[Grant]:
+    """Live grants whose health check is due (index connections_grant_check_due)."""
+    return Grant.objects.filter(status__in=CHECKABLE_STATUSES, next_check_at__lte=now).order_by("next_check_at")
+
+
+def grant_for_engine(*, grant_id: int) -> Grant | None:
+    """One grant with what the refresh and check services touch (app credentials, client name)."""
+    return Grant.objects.select_related("app", "client").filter(pk=grant_id).first()
+
+
+def alerts_due_for_delivery(*, now: datetime) -> QuerySet[Alert]:
+    """Undelivered alerts whose next attempt is due (index connections_alert_undelivered)."""
+    return Alert.objects.filter(delivered_at__isnull=True, next_delivery_at__lte=now).order_by("next_delivery_at")
+
+
+def alert_for_delivery(*, alert_id: int) -> Alert | None:
+    """One alert with everything its email and webhook render (grant, client, account manager, app)."""
+    return (
+        Alert.objects.select_related("grant", "client__account_manager", "app", "grant__client")
+        .filter(pk=alert_id)
+        .first()
+    )

@@ -1,0 +1,402 @@
+"""Scheduled health checks: is each live grant still usable, and what does it reach?
+
+One check of one grant:
+
+1. Make sure the access token is usable (refresh through the single refresh path if it is due).
+2. `GET /accounts` (a cheap probe). A 9109 / 10000 answer does **not** prove revocation (both codes
+   also mean "missing permission"): it is confirmed through `grant_refresh(force=True)`. If Cloudflare
+   then answers `invalid_grant`, the refresh path marks the grant revoked (or lost) and alerts; if the
+   refresh works and the probe still fails, the grant lacks a permission (scope missing, degraded).
+3. Sync the accounts it reaches (new / gone) and, per account, its zones (new / gone / changed);
+   a zone listing refused for one account while the token works elsewhere means that account's
+   admin switched off OAuth app access.
+4. Compare the granted scopes with what the agency needs.
+5. Record the result on the row (health, last_checked_at, next_check_at); write events and alerts
+   only for *changes*.
+
+Outbound calls go through the shared budget in `connections.ratelimit` (per Cloudflare user, and
+global); a 429's Retry-After blocks that user until then. Out of budget → the check is deferred,
+not failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from clients.models import CloudflareAccount, Zone
+
+from .. import cloudflare, ratelimit
+from ..models import LIVE_STATUSES, Alert, Grant, GrantEvent
+from ..selectors import CHECKABLE_STATUSES, grant_for_engine, grants_due_for_check
+from .events import alert_open, alerts_resolve, event_record
+from .refresh import Outcome as RefreshOutcome
+from .refresh import enqueue_each, grant_refresh, retry_delay
+
+logger = logging.getLogger(__name__)
+
+# A token this close to expiry is refreshed before the probe (seconds).
+MIN_TOKEN_LIFE = 30
+# Two checks of one grant closer than this are duplicates (a lost-and-found message): skip.
+DUPLICATE_WINDOW = timedelta(seconds=30)
+MAX_LISTED = 20  # names listed in an event's detail; the counts are always complete
+
+
+class CheckOutcome(StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"  # works, but a scope is missing or an account refuses OAuth apps
+    REVOKED = "revoked"  # confirmed through the refresh path (which wrote the transition)
+    LOST = "lost"
+    DEFERRED = "deferred"  # out of budget / rate limited / token busy: rescheduled
+    TRANSIENT = "transient"  # Cloudflare unavailable: rescheduled with backoff, nothing concluded
+    SKIPPED = "skipped"  # checked moments ago
+    NOT_LIVE = "not_live"
+
+
+class _Deferred(Exception):
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"deferred {wait:.0f}s")
+        self.wait = wait
+
+
+def _next_check(now: datetime) -> datetime:
+    interval = float(settings.GRANT_CHECK_INTERVAL)
+    return now + timedelta(seconds=interval * random.uniform(0.9, 1.1))
+
+
+def grant_check(*, grant_id: int, force: bool = False) -> CheckOutcome:
+    grant = grant_for_engine(grant_id=grant_id)
+    if grant is None or grant.status not in CHECKABLE_STATUSES:
+        return _log(grant_id, CheckOutcome.NOT_LIVE)
+    now = timezone.now()
+    if not force and grant.last_checked_at and now - grant.last_checked_at < DUPLICATE_WINDOW:
+        return _log(grant_id, CheckOutcome.SKIPPED)
+    try:
+        outcome = _check(grant, now)
+    except _Deferred as exc:
+        Grant.objects.filter(pk=grant_id).update(
+            next_check_at=now + timedelta(seconds=exc.wait + random.uniform(1, 10))
+        )
+        outcome = CheckOutcome.DEFERRED
+    except cloudflare.RateLimited as exc:
+        wait = exc.retry_after or 60.0
+        ratelimit.block(user_key=grant.cf_user_id, seconds=wait)
+        Grant.objects.filter(pk=grant_id).update(
+            next_check_at=now + timedelta(seconds=wait + random.uniform(1, 10)), last_error=f"check: {exc}"[:500]
+        )
+        outcome = CheckOutcome.DEFERRED
+    except (cloudflare.TransientError, cloudflare.ApiError) as exc:
+        # An outage (or an unexpected API error) proves nothing about the grant: record and retry.
+        Grant.objects.filter(pk=grant_id).update(
+            last_checked_at=now,
+            next_check_at=now + timedelta(seconds=retry_delay(failures=2, retry_after=exc.retry_after)),
+            last_error=f"check: {exc}"[:500],
+        )
+        outcome = CheckOutcome.TRANSIENT
+    return _log(grant_id, outcome)
+
+
+def _log(grant_id: int, outcome: CheckOutcome) -> CheckOutcome:
+    logger.info("grant check: grant=%s outcome=%s", grant_id, outcome.value)
+    return outcome
+
+
+def _usable_token(grant: Grant, now: datetime, *, force_refresh: bool = False) -> tuple[Grant, RefreshOutcome | None]:
+    """The grant with an access token good for the next minute, refreshing it if needed."""
+    expiring = grant.access_expires_at is None or (grant.access_expires_at - now).total_seconds() < MIN_TOKEN_LIFE
+    if not (force_refresh or expiring or not grant.access_token_fp):
+        return grant, None
+    outcome = grant_refresh(grant_id=grant.pk, force=force_refresh)
+    return grant_for_engine(grant_id=grant.pk), outcome
+
+
+def _check(grant: Grant, now: datetime) -> CheckOutcome:
+    grant, refresh_outcome = _usable_token(grant, now)
+    if grant.status in (Grant.Status.REVOKED, Grant.Status.LOST):
+        return CheckOutcome.REVOKED if grant.status == Grant.Status.REVOKED else CheckOutcome.LOST
+    if grant.status not in CHECKABLE_STATUSES:
+        return CheckOutcome.NOT_LIVE
+    if not grant.access_token or grant.access_expires_at is None or grant.access_expires_at <= now:
+        # The refresh did not get through (busy, backing off): come back after it.
+        raise _Deferred(wait=float(settings.GRANT_UNCERTAIN_RETRY))
+
+    # 2. The probe, with a confirmation of any authentication error through the refresh path.
+    try:
+        accounts = _api_list(grant, "/accounts")
+    except cloudflare.ApiError as exc:
+        if not exc.is_auth_error:
+            raise
+        outcome = grant_refresh(grant_id=grant.pk, force=True)
+        if outcome == RefreshOutcome.REVOKED:
+            return CheckOutcome.REVOKED
+        if outcome == RefreshOutcome.LOST:
+            return CheckOutcome.LOST
+        if outcome != RefreshOutcome.REFRESHED:
+            # Busy or Cloudflare unavailable: no conclusion today.
+            raise _Deferred(wait=float(settings.GRANT_UNCERTAIN_RETRY)) from exc
+        grant = grant_for_engine(grant_id=grant.pk)
+        try:
+            accounts = _api_list(grant, "/accounts")
+        except cloudflare.ApiError as again:
+            if not again.is_auth_error:
+                raise
+            # A fresh token still refused: not revoked, a permission is missing.
+            return _record(
+                grant,
+                now,
+                issues=[
+                    ("scope", "Cloudflare refuses GET /accounts with a fresh token: a required permission is missing.")
+                ],
+            )
+
+    issues: list[tuple[str, str]] = []
+    # 3. What the grant reaches.
+    live_accounts = _sync_accounts(grant, accounts, now)
+    for account in live_accounts:
+        try:
+            zones = _api_list(grant, "/zones", params={"account.id": account.cf_account_id})
+        except cloudflare.ApiError as exc:
+            if "zone.read" not in grant.granted_scopes:
+                issues.append(("scope", "The grant cannot read zones (zone.read missing)."))
+                continue
+            # The token works (GET /accounts just answered) and has zone.read, yet this account
+            # refuses: its admin switched off OAuth app access (existing grants stay, calls fail).
+            _mark_oauth_access(grant, account, enabled=False, now=now, error=exc)
+            issues.append(("oauth", f"Account “{account.name}” refuses OAuth apps (its admin switched access off)."))
+            continue
+        if account.oauth_access_enabled is not True:
+            _mark_oauth_access(grant, account, enabled=True, now=now)
+        _sync_zones(grant, account, zones, now)
+
+    # 4. Scope coverage against the agency's declared needs.
+    missing = grant.missing_required_scopes
+    if missing:
+        issues.append(("scope", f"Required permission(s) missing: {', '.join(missing)}."))
+    return _record(grant, now, issues=issues)
+
+
+def _api_list(grant: Grant, path: str, *, params: dict[str, Any] | None = None) -> list[dict]:
+    """Every page of a list endpoint, each page counted against the user's and the global budget."""
+    items: list[dict] = []
+    page = 1
+    while True:
+        wait = ratelimit.acquire(user_key=grant.cf_user_id)
+        if wait > 0:
+            raise _Deferred(wait)
+        envelope = cloudflare.api_request(
+            "GET", path, access_token=grant.access_token, params={**(params or {}), "page": page, "per_page": 50}
+        )
+        result = envelope.get("result") or []
+        if not isinstance(result, list):
+            raise cloudflare.BadResponse(f"API GET {path}: result is not a list")
+        items.extend(r for r in result if isinstance(r, dict))
+        info = envelope.get("result_info") or {}
+        total_pages = info.get("total_pages")
+        if not result or not isinstance(total_pages, int) or page >= total_pages or page >= 200:
+            return items
+        page += 1
+
+
+def _sync_accounts(grant: Grant, accounts: list[dict], now: datetime) -> list[CloudflareAccount]:
+    """Link the accounts Cloudflare reports, unlink the ones it no longer reports. Never deletes."""
+    reported = {str(a.get("id")): str(a.get("name") or a.get("id")) for a in accounts if a.get("id")}
+    with transaction.atomic():
+        linked = {a.cf_account_id: a for a in grant.accounts.all()}
+        known = {
+            a.cf_account_id: a
+            for a in CloudflareAccount.objects.filter(client=grant.client, cf_account_id__in=reported)
+        }
+        added, removed = [], []
+        for cf_id, name in reported.items():
+            account = known.get(cf_id)
+            if account is None:
+                account = CloudflareAccount.objects.create(
+                    client=grant.client, cf_account_id=cf_id, name=name, first_seen_at=now, last_seen_at=now
+                )
+            else:
+                account.name, account.last_seen_at, account.removed_at = name, now, None
+                account.save(update_fields=["name", "last_seen_at", "removed_at"])
+            known[cf_id] = account
+            if cf_id not in linked:
+                grant.accounts.add(account)
+                added.append(account)
+        for cf_id, account in linked.items():
+            if cf_id in reported:
+                continue
+            grant.accounts.remove(account)
+            removed.append(account)
+            if not account.grants.filter(status__in=LIVE_STATUSES).exists():
+                account.removed_at = now
+                account.save(update_fields=["removed_at"])
+        if added or removed:
+            event_record(
+                grant=grant,
+                kind=GrantEvent.Kind.ACCOUNTS_CHANGED,
+                actor_type=GrantEvent.Actor.CLOUDFLARE,
+                message=f"Accounts reached: {len(added)} added, {len(removed)} removed.",
+                detail={
+                    "added": [{"id": a.cf_account_id, "name": a.name} for a in added[:MAX_LISTED]],
+                    "removed": [{"id": a.cf_account_id, "name": a.name} for a in removed[:MAX_LISTED]],
+                    "added_count": len(added),
+                    "removed_count": len(removed),
+                },
+            )
+    return [known[cf_id] for cf_id in reported]
+
+
+def _sync_zones(grant: Grant, account: CloudflareAccount, zones: list[dict], now: datetime) -> None:
+    reported = {str(z["id"]): z for z in zones if z.get("id")}
+    with transaction.atomic():
+        existing = {z.cf_zone_id: z for z in Zone.objects.filter(account=account)}
+        added, removed, changed = [], [], []
+        to_create, to_update = [], []
+        for cf_id, data in reported.items():
+            name = str(data.get("name") or "")[:255]
+            status = str(data.get("status") or "")[:32]
+            plan = data.get("plan") if isinstance(data.get("plan"), dict) else {}
+            plan_name = str(plan.get("name") or "")[:100]
+            zone = existing.get(cf_id)
+            if zone is None:
+                to_create.append(
+                    Zone(
+                        account=account,
+                        cf_zone_id=cf_id,
+                        name=name,
+                        status=status,
+                        plan_name=plan_name,
+                        first_seen_at=now,
+                        last_seen_at=now,
+                    )
+                )
+                added.append(name)
+                continue
+            if zone.removed_at is not None:
+                added.append(name)
+            elif (zone.name, zone.status, zone.plan_name) != (name, status, plan_name):
+                changed.append(name)
+            zone.name, zone.status, zone.plan_name, zone.last_seen_at, zone.removed_at = (
+                name,
+                status,
+                plan_name,
+                now,
+                None,
+            )
+            to_update.append(zone)
+        for cf_id, zone in existing.items():
+            if cf_id not in reported and zone.removed_at is None:
+                zone.removed_at = now
+                to_update.append(zone)
+                removed.append(zone.name)
+        Zone.objects.bulk_create(to_create, batch_size=500)
+        Zone.objects.bulk_update(
+            to_update, ["name", "status", "plan_name", "last_seen_at", "removed_at"], batch_size=500
+        )
+        if added or removed or changed:
+            event_record(
+                grant=grant,
+                kind=GrantEvent.Kind.ZONES_CHANGED,
+                actor_type=GrantEvent.Actor.CLOUDFLARE,
+                message=f"Zones in “{account.name}”: {len(added)} added, {len(removed)} removed, {len(changed)} changed.",
+                detail={
+                    "account": account.cf_account_id,
+                    "added": sorted(added)[:MAX_LISTED],
+                    "removed": sorted(removed)[:MAX_LISTED],
+                    "changed": sorted(changed)[:MAX_LISTED],
+                    "added_count": len(added),
+                    "removed_count": len(removed),
+                    "changed_count": len(changed),
+                },
+            )
+
+
+def _mark_oauth_access(
+    grant: Grant, account: CloudflareAccount, *, enabled: bool, now: datetime, error: Exception | None = None
+) -> None:
+    was = account.oauth_access_enabled
+    account.oauth_access_enabled = enabled
+    account.save(update_fields=["oauth_access_enabled"])
+    if not enabled and was is not False:
+        event_record(
+            grant=grant,
+            kind=GrantEvent.Kind.OAUTH_ACCESS_DISABLED,
+            actor_type=GrantEvent.Actor.CLOUDFLARE,
+            message=f"Account “{account.name}” refuses OAuth apps: an account admin switched access off.",
+            detail={"account": account.cf_account_id, "error": str(error)[:200] if error else ""},
+        )
+
+
+def _record(grant: Grant, now: datetime, *, issues: list[tuple[str, str]]) -> CheckOutcome:
+    """Write the check's result on the row; events and alerts only where something changed."""
+    health = Grant.Health.DEGRADED if issues else Grant.Health.HEALTHY
+    scope_issues = [text for kind, text in issues if kind == "scope"]
+    other_issues = [text for kind, text in issues if kind != "scope"]
+    with transaction.atomic():
+        Grant.objects.filter(pk=grant.pk, status__in=CHECKABLE_STATUSES).update(
+            health=health,
+            last_checked_at=now,
+            next_check_at=_next_check(now),
+            last_error=("check: " + " ".join(t for _, t in issues))[:500] if issues else "",
+        )
+        if scope_issues:
+            alert = alert_open(kind=Alert.Kind.SCOPE_MISSING, grant=grant, message=f"{_who(grant)}: {scope_issues[0]}")
+            if alert is not None:
+                event_record(
+                    grant=grant,
+                    kind=GrantEvent.Kind.SCOPE_MISSING,
+                    actor_type=GrantEvent.Actor.CLOUDFLARE,
+                    message=scope_issues[0],
+                    detail={"missing": grant.missing_required_scopes},
+                )
+        else:
+            alerts_resolve(grant=grant, kinds=[Alert.Kind.SCOPE_MISSING])
+        if other_issues:
+            alert_open(kind=Alert.Kind.HEALTH_FAILING, grant=grant, message=f"{_who(grant)}: {other_issues[0]}")
+        elif alerts_resolve(grant=grant, kinds=[Alert.Kind.HEALTH_FAILING]):
+            event_record(grant=grant, kind=GrantEvent.Kind.RECOVERED, message="Health check passes again.")
+            alert_open(kind=Alert.Kind.RECOVERED, grant=grant, message=f"{_who(grant)}: health check passes again.")
+    return CheckOutcome.DEGRADED if issues else CheckOutcome.HEALTHY
+
+
+def _who(grant: Grant) -> str:
+    return f"{grant.client.name} / {grant.cf_user_email or grant.cf_user_id}"
+
+
+def grants_dispatch_due_checks(
+    *, now: datetime | None = None, batch_size: int | None = None, max_batches: int | None = None
+) -> int:
+    """Claim grants whose check is due and enqueue one check task per grant after commit.
+
+    Same claim as the refresh sweep: the due time moves forward by `GRANT_DISPATCH_RETRY`, so a
+    concurrent sweep does not see the grant, and a lost message only delays the check.
+    """
+    from ..tasks import check_grant_task
+
+    now = now or timezone.now()
+    batch_size = batch_size or settings.GRANT_SWEEP_BATCH
+    max_batches = max_batches or settings.GRANT_SWEEP_MAX_BATCHES
+    redispatch = now + timedelta(seconds=settings.GRANT_DISPATCH_RETRY)
+    total = 0
+    for _ in range(max_batches):
+        with transaction.atomic():
+            ids = list(
+                grants_due_for_check(now=now)
+                .select_for_update(skip_locked=True)
+                .values_list("pk", flat=True)[:batch_size]
+            )
+            if not ids:
+                break
+            Grant.objects.filter(pk__in=ids, next_check_at__lte=now).update(next_check_at=redispatch)
+            transaction.on_commit(lambda ids=ids: enqueue_each(check_grant_task, ids))
+        total += len(ids)
+        if len(ids) < batch_size:
+            break
+    if total:
+        logger.info("check sweep: %s grant(s) due, enqueued", total)
+    return total

@@ -1,0 +1,504 @@
+"""The single path to Cloudflare's token endpoint for an existing grant.
+
+Cloudflare refresh tokens are single-use and rotate on every refresh; presenting an old one can
+revoke the whole grant. Two workers refreshing the same grant, or a blind retry after a timeout,
+would kill a client's connection and raise a false "revoked" alarm. `grant_refresh` makes that
+impossible:
+
+1. **Claim** the grant with a compare-and-set UPDATE (`refresh_generation` unchanged and no live
+   lease) that sets a lease longer than the worst HTTP time and the hard task time limit. Zero rows
+   updated means another worker holds it: the outcome is *skipped*, never *failed*. A lease found
+   expired (its holder was killed mid-call) marks the grant *uncertain* in the same UPDATE.
+2. **Re-read** the row under the claim. Already fresh (someone refreshed it a moment ago) → release,
+   no call.
+3. **One token call**, outside any transaction, with the timeouts of `connections.cloudflare`.
+4. **Fenced write**: the new access token, refresh token (the old one kept if the response has
+   none) and expiry land in one UPDATE filtered on the generation and refresh-token fingerprint we
+   read, which bumps the generation. Events and alerts go in the same transaction.
+
+Classification of failures (security checklist OA-12, OA-15):
+
+- `invalid_grant` (400 or 401) with the current token → *revoked* (the user or Cloudflare ended it),
+  unless an earlier attempt's outcome is unknown (`refresh_uncertain_since`): then Cloudflare may have
+  rotated the token without us hearing the answer, and the grant is *lost* (needs re-consent).
+- `invalid_client` / `unauthorized_client` → one app-wide alert; no grant changes state; the app's
+  refreshes are pushed back.
+- Read timeout / connection reset after sending → *uncertain*: no retry now; the next attempt decides.
+- 429 (Retry-After honoured), 5xx, connect errors, HTML instead of JSON, other OAuth errors →
+  *transient*: exponential backoff with jitter; after `GRANT_FAILURE_THRESHOLD` consecutive failures
+  the grant is *refresh failing* (one alert); the next success sends a *recovered* notice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .. import cloudflare, crypto, ratelimit
+from ..models import Alert, Grant, GrantEvent
+from ..selectors import REFRESHABLE_STATUSES, grant_for_engine
+from .events import alert_open, alerts_resolve, event_record
+
+logger = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    REFRESHED = "refreshed"
+    FRESH = "fresh"  # nothing to do: the access token is not due yet
+    SKIPPED = "skipped"  # another worker holds the grant (contention is never a failure)
+    DEFERRED = "deferred"  # the outbound rate budget is spent: rescheduled, nothing counted
+    TRANSIENT = "transient"  # Cloudflare unavailable / rate limited / odd answer: backing off
+    UNCERTAIN = "uncertain"  # the request was sent, no answer came: the next attempt decides
+    REVOKED = "revoked"
+    LOST = "lost"
+    CLIENT_CONFIG = "client_config"  # the OAuth app's credentials were refused
+    NOT_LIVE = "not_live"  # the grant is not active / refresh failing (or does not exist)
+    NO_REFRESH_TOKEN = "no_refresh_token"
+    CONFLICT = "conflict"  # the row moved under our lease (should never happen): nothing written
+
+
+# --- Scheduling ------------------------------------------------------------------------------
+
+
+def refresh_window(*, lifetime: float) -> tuple[float, float]:
+    """(margin, jitter) in seconds for an access token that lives `lifetime` seconds.
+
+    The margin is `GRANT_REFRESH_MARGIN` (900 s: room for retries before expiry) but never more than
+    a quarter of the lifetime, and the jitter at most a tenth: with the 120 s tokens of the demo a
+    fixed 900 s margin would make every token due before it was even issued (a refresh loop).
+    """
+    lifetime = max(float(lifetime), 1.0)
+    margin = min(float(settings.GRANT_REFRESH_MARGIN), lifetime / 4)
+    jitter = min(float(settings.GRANT_REFRESH_JITTER), lifetime / 10)
+    return margin, jitter
+
+
+def refresh_due_at(*, expires_at: datetime, lifetime: float) -> datetime:
+    """When to refresh a token expiring at `expires_at`: margin before expiry, minus random jitter.
+
+    The jitter spreads grants connected at the same moment (an import, a campaign) over time so
+    their refreshes do not all land in the same minute.
+    """
+    margin, jitter = refresh_window(lifetime=lifetime)
+    return expires_at - timedelta(seconds=margin + random.uniform(0, jitter))
+
+
+def _lifetime(grant: Grant) -> float:
+    issued = grant.last_refreshed_at or grant.authorized_at
+    if grant.access_expires_at is None or issued is None or issued >= grant.access_expires_at:
+        return 4.0 * settings.GRANT_REFRESH_MARGIN
+    return (grant.access_expires_at - issued).total_seconds()
+
+
+def _is_fresh(grant: Grant, now: datetime) -> bool:
+    """True when the access token is not in its refresh window yet (largest margin + jitter)."""
+    if grant.access_expires_at is None or not grant.access_token_fp:
+        return False
+    margin, jitter = refresh_window(lifetime=_lifetime(grant))
+    return (grant.access_expires_at - now).total_seconds() > margin + jitter
+
+
+def retry_delay(*, failures: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with jitter after `failures` consecutive failures, at least Retry-After."""
+    base = float(settings.GRANT_RETRY_BASE) * (2 ** max(0, failures - 1))
+    delay = min(base, float(settings.GRANT_RETRY_MAX))
+    # "Equal jitter": half fixed, half random, so a storm's retries spread out but never bunch at 0.
+    delay = delay / 2 + random.uniform(0, delay / 2)
+    return max(delay, float(retry_after or 0))
+
+
+# --- The refresh -------------------------------------------------------------------------------
+
+
+def grant_refresh(*, grant_id: int, force: bool = False) -> Outcome:
+    """Refresh one grant if it is due (or `force`), single-flight. Returns what happened.
+
+    `force` skips the freshness test (staff "refresh now", and the health check confirming a
+    9109/10000 answer); it never skips the claim.
+    """
+    grant = grant_for_engine(grant_id=grant_id)
+    if grant is None or grant.status not in REFRESHABLE_STATUSES:
+        return _log(grant_id, Outcome.NOT_LIVE)
+    now = timezone.now()
+    seen_gen = grant.refresh_generation
+    lease_until = now + timedelta(seconds=settings.GRANT_REFRESH_LEASE)
+
+    # 1. Claim. Refresh tokens are single-use: a second caller would present a rotated token.
+    claimed = (
+        Grant.objects.filter(pk=grant_id, status__in=REFRESHABLE_STATUSES, refresh_generation=seen_gen)
+        .filter(Q(refresh_lease_until__isnull=True) | Q(refresh_lease_until__lt=now))
+        .update(
+            refresh_lease_until=lease_until,
+            # A lease still set here expired without being released: its holder died (SIGKILL,
+            # OOM, hard time limit), possibly after Cloudflare rotated the token. Unknown outcome.
+            refresh_uncertain_since=Case(
+                When(refresh_lease_until__isnull=False, then=Coalesce(F("refresh_uncertain_since"), Value(now))),
+                default=F("refresh_uncertain_since"),
+            ),
+        )
+    )
+    if claimed != 1:
+        return _log(grant_id, Outcome.SKIPPED)
+
+    try:
+        # 2. Re-read under the claim: the row we act on is the row we own.
+        grant.refresh_from_db()
+        if not force and _is_fresh(grant, now):
+            _release(
+                grant,
+                seen_gen,
+                next_refresh_at=refresh_due_at(expires_at=grant.access_expires_at, lifetime=_lifetime(grant)),
+            )
+            return _log(grant_id, Outcome.FRESH)
+        if not grant.refresh_token:
+            _release(grant, seen_gen, next_refresh_at=None, last_error="No refresh token: cannot refresh.")
+            return _log(grant_id, Outcome.NO_REFRESH_TOKEN)
+    except crypto.TokenDecryptionError:
+        _release(
+            grant,
+            seen_gen,
+            next_refresh_at=now + timedelta(seconds=settings.GRANT_RETRY_MAX),
+            last_error="Stored token cannot be decrypted with TOKEN_ENCRYPTION_KEYS.",
+        )
+        logger.error("grant refresh: grant=%s cannot decrypt its tokens (encryption keys changed?)", grant_id)
+        return _log(grant_id, Outcome.TRANSIENT)
+    except BaseException:
+        _release(grant, seen_gen)
+        raise
+
+    # The global outbound cap (Cloudflare counts requests per IP). Wait a little inside the lease,
+    # else give the grant back and come again: the budget is not this grant's failure.
+    if not ratelimit.wait_for_slot(user_key=None, max_wait=settings.CLOUDFLARE_RATELIMIT_MAX_WAIT):
+        _release(grant, seen_gen, next_refresh_at=now + timedelta(seconds=5 + random.uniform(0, 10)))
+        return _log(grant_id, Outcome.DEFERRED)
+
+    old_fp = grant.refresh_token_fp
+    sent_at = timezone.now()
+    # 3. One call, outside any transaction, no retry.
+    try:
+        token = cloudflare.refresh(app=grant.app, refresh_token=grant.refresh_token)
+    except cloudflare.InvalidGrant as exc:
+        return _log(grant_id, _on_invalid_grant(grant, seen_gen, old_fp, exc))
+    except cloudflare.InvalidClient as exc:
+        return _log(grant_id, _on_invalid_client(grant, seen_gen, exc))
+    except cloudflare.UncertainOutcome as exc:
+        return _log(grant_id, _on_failure(grant, seen_gen, exc, uncertain=True))
+    except cloudflare.RateLimited as exc:
+        if exc.retry_after:
+            ratelimit.block(user_key=None, seconds=exc.retry_after)
+        return _log(grant_id, _on_failure(grant, seen_gen, exc, retry_after=exc.retry_after))
+    except (cloudflare.TransientError, cloudflare.OAuthError) as exc:
+        return _log(grant_id, _on_failure(grant, seen_gen, exc, retry_after=exc.retry_after))
+    except BaseException:
+        # Soft time limit, worker shutdown, a bug: the request may have reached Cloudflare.
+        _mark_uncertain(grant, seen_gen, "Refresh interrupted; outcome unknown.")
+        raise
+    # 4. Store at once, fenced on what we read.
+    return _log(grant_id, _on_success(grant, seen_gen, old_fp, token, sent_at))
+
+
+def _log(grant_id: int, outcome: Outcome) -> Outcome:
+    # One INFO line per outcome (grant id and outcome only, never a token).
+    logger.info("grant refresh: grant=%s outcome=%s", grant_id, outcome.value)
+    return outcome
+
+
+def _release(grant: Grant, seen_gen: int, **fields) -> None:
+    """Give the claim back (and set any scheduling fields) if we still own the generation."""
+    Grant.objects.filter(pk=grant.pk, refresh_generation=seen_gen).update(refresh_lease_until=None, **fields)
+
+
+def _mark_uncertain(grant: Grant, seen_gen: int, error: str) -> None:
+    now = timezone.now()
+    Grant.objects.filter(pk=grant.pk, refresh_generation=seen_gen).update(
+        refresh_lease_until=None,
+        refresh_uncertain_since=Coalesce(F("refresh_uncertain_since"), Value(now)),
+        next_refresh_at=now + timedelta(seconds=settings.GRANT_UNCERTAIN_RETRY),
+        last_error=error[:500],
+    )
+
+
+def _on_success(
+    grant: Grant, seen_gen: int, old_fp: str, token: cloudflare.TokenResponse, sent_at: datetime
+) -> Outcome:
+    now = timezone.now()
+    # Expiry counted from when we *sent* the request: never later than Cloudflare's own clock.
+    expires_at = sent_at + timedelta(seconds=token.expires_in)
+    # A response without refresh_token keeps the old one (non-rotating servers, OA-11).
+    new_refresh = token.refresh_token or grant.refresh_token
+    scopes_changed = bool(token.scopes) and set(token.scopes) != set(grant.granted_scopes)
+    with transaction.atomic():
+        fence = Grant.objects.filter(pk=grant.pk, refresh_generation=seen_gen, refresh_token_fp=old_fp)
+        row = fence.select_for_update().values("status").first()
+        if row is None:
+            # Only possible if someone wrote the row without holding the lease. Our tokens are the
+            # newest at Cloudflare, but writing over an unknown change is worse: say it loudly.
+            logger.error("grant refresh: grant=%s row changed under the lease; new tokens discarded", grant.pk)
+            return Outcome.CONFLICT
+        was_failing = row["status"] == Grant.Status.REFRESH_FAILING
+        updates: dict = {
+            "access_token": token.access_token,
+            "access_token_fp": crypto.fingerprint(token.access_token),
+            "refresh_token": new_refresh,
+            "refresh_token_fp": crypto.fingerprint(new_refresh),
+            "access_expires_at": expires_at,
+            "last_refreshed_at": now,
+            "next_refresh_at": refresh_due_at(expires_at=expires_at, lifetime=token.expires_in),
+            "refresh_lease_until": None,
+            "refresh_uncertain_since": None,
+            "consecutive_failures": 0,
+            "last_error": "",
+            "refresh_generation": F("refresh_generation") + 1,
+        }
+        if was_failing:
+            updates.update(status=Grant.Status.ACTIVE, status_changed_at=now)
+        if scopes_changed:
+            updates["granted_scopes"] = token.scopes
+        fence.update(**updates)
+        if scopes_changed:
+            event_record(
+                grant=grant,
+                kind=GrantEvent.Kind.SCOPES_CHANGED,
+                actor_type=GrantEvent.Actor.CLOUDFLARE,
+                message="Cloudflare returned a different set of granted scopes on refresh.",
+                detail={
+                    "added": sorted(set(token.scopes) - set(grant.granted_scopes)),
+                    "removed": sorted(set(grant.granted_scopes) - set(token.scopes)),
+                },
+            )
+        if was_failing:
+            alerts_resolve(grant=grant, kinds=[Alert.Kind.REFRESH_FAILING])
+            event_record(grant=grant, kind=GrantEvent.Kind.RECOVERED, message="Token refresh works again.")
+            alert_open(
+                kind=Alert.Kind.RECOVERED,
+                grant=grant,
+                message=f"{_who(grant)}: token refresh works again after {grant.consecutive_failures} failures.",
+            )
+        # The app's credentials evidently work: close an app-wide configuration alarm, if any.
+        Alert.objects.filter(
+            app_id=grant.app_id, grant__isnull=True, kind=Alert.Kind.CLIENT_CONFIG, resolved_at__isnull=True
+        ).update(resolved_at=now)
+    return Outcome.REFRESHED
+
+
+def _on_invalid_grant(grant: Grant, seen_gen: int, old_fp: str, exc: cloudflare.InvalidGrant) -> Outcome:
+    now = timezone.now()
+    with transaction.atomic():
+        fence = Grant.objects.filter(pk=grant.pk, refresh_generation=seen_gen, refresh_token_fp=old_fp)
+        row = fence.select_for_update().values("status", "refresh_uncertain_since").first()
+        if row is None or row["status"] not in REFRESHABLE_STATUSES:
+            # The row moved on (a disconnect started): this answer says nothing about its token.
+            Grant.objects.filter(pk=grant.pk, refresh_generation=seen_gen).update(refresh_lease_until=None)
+            return Outcome.SKIPPED
+        lost = row["refresh_uncertain_since"] is not None
+        status = Grant.Status.LOST if lost else Grant.Status.REVOKED
+        fence.update(
+            status=status,
+            end_reason=Grant.EndReason.REFRESH_TOKEN_LOST if lost else Grant.EndReason.USER_REVOKED,
+            status_changed_at=now,
+            ended_at=now,
+            access_token="",
+            access_token_fp="",
+            refresh_token="",
+            refresh_token_fp="",
+            health=Grant.Health.FAILING,
+            next_refresh_at=None,
+            next_check_at=None,
+            refresh_lease_until=None,
+            last_error=str(exc)[:500],
+            refresh_generation=F("refresh_generation") + 1,
+        )
+        detail = {"error": exc.error, "http_status": exc.status}
+        if lost:
+            detail["uncertain_since"] = row["refresh_uncertain_since"].isoformat()
+            event_record(
+                grant=grant,
+                kind=GrantEvent.Kind.LOST,
+                message="An earlier refresh got no answer and Cloudflare now refuses the stored refresh "
+                "token: the portal lost the current token. The client must consent again.",
+                detail=detail,
+            )
+            alert_open(
+                kind=Alert.Kind.LOST,
+                grant=grant,
+                message=f"{_who(grant)}: grant lost by the portal after an unanswered refresh; needs re-consent.",
+            )
+        else:
+            event_record(
+                grant=grant,
+                kind=GrantEvent.Kind.REVOKED,
+                actor_type=GrantEvent.Actor.CLOUDFLARE,
+                message="Cloudflare refused the current refresh token: the grant was revoked.",
+                detail=detail,
+            )
+            alert_open(kind=Alert.Kind.REVOKED, grant=grant, message=f"{_who(grant)}: grant revoked at Cloudflare.")
+        # The ongoing problems end with the grant.
+        alerts_resolve(
+            grant=grant, kinds=[Alert.Kind.REFRESH_FAILING, Alert.Kind.HEALTH_FAILING, Alert.Kind.SCOPE_MISSING]
+        )
+    return Outcome.LOST if lost else Outcome.REVOKED
+
+
+def _on_invalid_client(grant: Grant, seen_gen: int, exc: cloudflare.InvalidClient) -> Outcome:
+    now = timezone.now()
+    pause = timedelta(seconds=settings.GRANT_CLIENT_CONFIG_BACKOFF)
+    app = grant.app
+    with transaction.atomic():
+        Grant.objects.filter(pk=grant.pk, refresh_generation=seen_gen).update(
+            refresh_lease_until=None, next_refresh_at=now + pause, last_error=str(exc)[:500]
+        )
+        # Every grant of this app would get the same answer: push them back too, so a broken
+        # secret costs one token call per pause, not one per grant. No grant changes state.
+        Grant.objects.filter(app=app, status__in=REFRESHABLE_STATUSES, next_refresh_at__lt=now + pause).update(
+            next_refresh_at=now + pause
+        )
+        alert = alert_open(
+            kind=Alert.Kind.CLIENT_CONFIG,
+            app=app,
+            message=f"Cloudflare refused the credentials of OAuth app “{app.name}” ({exc.error}). "
+            "Check the client ID and secret; no grant was changed.",
+        )
+        if alert is not None:
+            event_record(
+                grant=grant,
+                kind=GrantEvent.Kind.CLIENT_CONFIG_ERROR,
+                message="Cloudflare refused the OAuth app's credentials on refresh.",
+                detail={"error": exc.error, "http_status": exc.status, "app_id": app.pk},
+            )
+    return Outcome.CLIENT_CONFIG
+
+
+def _on_failure(
+    grant: Grant,
+    seen_gen: int,
+    exc: cloudflare.CloudflareError,
+    *,
+    uncertain: bool = False,
+    retry_after: float | None = None,
+) -> Outcome:
+    now = timezone.now()
+    failures = grant.consecutive_failures + 1
+    if uncertain:
+        # Ask again soon with the same token: only Cloudflare's next answer can tell whether the
+        # token rotated. Waiting longer would not make that answer any clearer.
+        delay = settings.GRANT_UNCERTAIN_RETRY * random.uniform(1.0, 1.5)
+    else:
+        delay = retry_delay(failures=failures, retry_after=retry_after)
+    with transaction.atomic():
+        fence = Grant.objects.filter(pk=grant.pk, refresh_generation=seen_gen)
+        row = fence.select_for_update().values("status", "refresh_uncertain_since").first()
+        if row is None:
+            return Outcome.CONFLICT
+        updates: dict = {
+            "refresh_lease_until": None,
+            "consecutive_failures": F("consecutive_failures") + 1,
+            "next_refresh_at": now + timedelta(seconds=delay),
+            "last_error": str(exc)[:500],
+        }
+        if uncertain:
+            updates["refresh_uncertain_since"] = Coalesce(F("refresh_uncertain_since"), Value(now))
+        becomes_failing = row["status"] == Grant.Status.ACTIVE and failures >= settings.GRANT_FAILURE_THRESHOLD
+        if becomes_failing:
+            updates.update(status=Grant.Status.REFRESH_FAILING, status_changed_at=now)
+        fence.update(**updates)
+        # Events only at the edges of a failure streak: at scale a Cloudflare outage would
+        # otherwise write one row per grant per retry. The row itself holds the latest error.
+        if uncertain and row["refresh_uncertain_since"] is None:
+            event_record(
+                grant=grant,
+                kind=GrantEvent.Kind.REFRESH_UNCERTAIN,
+                actor_type=GrantEvent.Actor.CLOUDFLARE,
+                message="A refresh request got no answer; it is not retried blindly. The next attempt decides.",
+                detail={"error": str(exc)[:200]},
+            )
+        elif failures == 1:
+            event_record(
+                grant=grant,
+                kind=GrantEvent.Kind.REFRESH_FAILED,
+                actor_type=GrantEvent.Actor.CLOUDFLARE,
+                message="Token refresh failed; retrying with backoff.",
+                detail={"error": str(exc)[:200], "http_status": exc.status, "retry_in_s": round(delay)},
+            )
+        if becomes_failing:
+            event_record(
+                grant=grant,
+                kind=GrantEvent.Kind.REFRESH_FAILING,
+                actor_type=GrantEvent.Actor.CLOUDFLARE,
+                message=f"Token refresh failed {failures} times in a row.",
+                detail={"error": str(exc)[:200], "http_status": exc.status, "failures": failures},
+            )
+            alert_open(
+                kind=Alert.Kind.REFRESH_FAILING,
+                grant=grant,
+                message=f"{_who(grant)}: token refresh failed {failures} times in a row ({str(exc)[:120]}).",
+            )
+    return Outcome.UNCERTAIN if uncertain else Outcome.TRANSIENT
+
+
+def _who(grant: Grant) -> str:
+    return f"{grant.client.name} / {grant.cf_user_email or grant.cf_user_id}"
+
+
+# --- The sweep ---------------------------------------------------------------------------------
+
+
+def grants_dispatch_due_refreshes(
+    *, now: datetime | None = None, batch_size: int | None = None, max_batches: int | None = None
+) -> int:
+    """Claim due grants in batches and enqueue one refresh task per grant after commit.
+
+    Run by beat every minute. The database is the source of truth: the claim moves each grant's
+    `next_refresh_at` forward by `GRANT_DISPATCH_RETRY`, so a second dispatcher running at the same
+    time does not see it (and on PostgreSQL `SKIP LOCKED` keeps two sweeps off the same rows while
+    they run). If the message is lost (broker restart, a worker killed before acking) the grant
+    simply becomes due again after that delay and the next sweep enqueues it again. The task
+    itself is single-flight, so a duplicate message costs one cheap claim attempt.
+    """
+    from ..selectors import grants_due_for_refresh
+    from ..tasks import refresh_grant_task
+
+    now = now or timezone.now()
+    batch_size = batch_size or settings.GRANT_SWEEP_BATCH
+    max_batches = max_batches or settings.GRANT_SWEEP_MAX_BATCHES
+    redispatch = now + timedelta(seconds=settings.GRANT_DISPATCH_RETRY)
+    total = 0
+    for _ in range(max_batches):
+        with transaction.atomic():
+            ids = list(
+                grants_due_for_refresh(now=now)
+                .select_for_update(skip_locked=True)
+                .values_list("pk", flat=True)[:batch_size]
+            )
+            if not ids:
+                break
+            Grant.objects.filter(pk__in=ids, next_refresh_at__lte=now).update(next_refresh_at=redispatch)
+            transaction.on_commit(lambda ids=ids: enqueue_each(refresh_grant_task, ids))
+        total += len(ids)
+        if len(ids) < batch_size:
+            break
+    if total:
+        logger.info("refresh sweep: %s grant(s) due, enqueued", total)
+    return total
+
+
+def enqueue_each(task, ids: list[int]) -> None:
+    """Publish one message per id. A broker outage only delays: the rows become due again."""
+    for n, pk in enumerate(ids):
+        try:
+            task.delay(pk)
+        except Exception as exc:  # noqa: BLE001 - the next sweep re-finds the rest
+            logger.warning(
+                "%s: broker unavailable (%s); %s grant(s) left for the next sweep",
+                task.name,
+                type(exc).__name__,
+                len(ids) - n,
+            )
+            return

@@ -1,0 +1,403 @@
+"""The refresh engine: single-flight claim, fenced write, classification of every failure.
+
+Cloudflare is mocked only at the HTTP seam (`connections.cloudflare.refresh`); the proofs against
+the real sandbox process are in test_refresh_sandbox.py and tests/faults/.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from unittest.mock import patch
+
+import pytest
+from django.utils import timezone
+
+from connections import cloudflare, crypto, ratelimit
+from connections.models import Alert, Grant, GrantEvent
+from connections.services.refresh import (
+    Outcome,
+    grant_refresh,
+    grants_dispatch_due_refreshes,
+    refresh_due_at,
+    refresh_window,
+    retry_delay,
+)
+from tests import factories
+
+
+@pytest.fixture(autouse=True)
+def _fresh_limits():
+    ratelimit.reset()
+
+
+@pytest.fixture
+def due_grant(oauth_app, acme):
+    """An active grant whose access token expires in 20 s (inside its refresh window)."""
+    return factories.GrantFactory(
+        app=oauth_app,
+        client=acme,
+        access_expires_at=timezone.now() + timedelta(seconds=20),
+        next_refresh_at=timezone.now() - timedelta(seconds=1),
+        authorized_at=timezone.now() - timedelta(hours=1),
+    )
+
+
+@pytest.fixture
+def mock_refresh():
+    with patch("connections.cloudflare.refresh", autospec=True) as mock:
+        yield mock
+
+
+def _token(refresh: str | None = "cfort_new_refresh_value_0123456789", scopes=None, expires_in=3600):
+    return cloudflare.TokenResponse(
+        access_token="cfoat_new_access_value_0123456789",
+        refresh_token=refresh or "",
+        expires_in=expires_in,
+        scopes=scopes or [],
+    )
+
+
+def test_it_rotates_both_tokens_in_one_fenced_write(due_grant, mock_refresh):
+    old_refresh = due_grant.refresh_token
+    mock_refresh.return_value = _token()
+
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.REFRESHED
+
+    mock_refresh.assert_called_once()
+    assert mock_refresh.call_args.kwargs["refresh_token"] == old_refresh
+    due_grant.refresh_from_db()
+    assert due_grant.access_token == "cfoat_new_access_value_0123456789"
+    assert due_grant.refresh_token == "cfort_new_refresh_value_0123456789"
+    assert due_grant.refresh_token_fp == crypto.fingerprint("cfort_new_refresh_value_0123456789")
+    assert due_grant.access_token_fp == crypto.fingerprint("cfoat_new_access_value_0123456789")
+    assert due_grant.refresh_generation == 1
+    assert due_grant.refresh_lease_until is None
+    assert due_grant.last_refreshed_at is not None
+    # Due again one margin (<= 900 s + 60 s jitter) before the new expiry.
+    assert due_grant.access_expires_at - timedelta(seconds=961) <= due_grant.next_refresh_at
+    assert due_grant.next_refresh_at <= due_grant.access_expires_at - timedelta(seconds=899)
+
+
+def test_it_stores_tokens_encrypted_at_rest(due_grant, mock_refresh):
+    from django.db import connection
+
+    mock_refresh.return_value = _token()
+    grant_refresh(grant_id=due_grant.pk)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT access_token, refresh_token FROM connections_grant WHERE id = %s", [due_grant.pk])
+        raw = cursor.fetchone()
+    assert not any("cfo" in value for value in raw)
+
+
+def test_it_keeps_the_old_refresh_token_when_the_response_has_none(due_grant, mock_refresh):
+    old_refresh = due_grant.refresh_token
+    mock_refresh.return_value = _token(refresh=None)
+
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.REFRESHED
+
+    due_grant.refresh_from_db()
+    assert due_grant.refresh_token == old_refresh
+    assert due_grant.access_token == "cfoat_new_access_value_0123456789"
+
+
+def test_it_makes_no_call_when_the_token_is_still_fresh(oauth_app, acme, mock_refresh):
+    grant = factories.GrantFactory(app=oauth_app, client=acme, access_expires_at=timezone.now() + timedelta(hours=1))
+
+    assert grant_refresh(grant_id=grant.pk) == Outcome.FRESH
+
+    mock_refresh.assert_not_called()
+    grant.refresh_from_db()
+    assert grant.refresh_lease_until is None
+
+
+def test_it_skips_without_a_call_when_another_worker_holds_the_lease(due_grant, mock_refresh):
+    Grant.objects.filter(pk=due_grant.pk).update(refresh_lease_until=timezone.now() + timedelta(seconds=60))
+
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.SKIPPED
+
+    mock_refresh.assert_not_called()
+    due_grant.refresh_from_db()
+    assert due_grant.consecutive_failures == 0 and due_grant.last_error == ""
+
+
+def test_it_skips_when_the_generation_moved_between_read_and_claim(due_grant, mock_refresh):
+    real_update = Grant.objects.filter
+
+    def racing_filter(*args, **kwargs):
+        # Another worker stores a rotation just before our claim runs.
+        if kwargs.get("refresh_generation") == 0 and "status__in" in kwargs:
+            Grant.objects.all().update(refresh_generation=1)
+        return real_update(*args, **kwargs)
+
+    with patch.object(Grant.objects, "filter", side_effect=racing_filter):
+        assert grant_refresh(grant_id=due_grant.pk) == Outcome.SKIPPED
+    mock_refresh.assert_not_called()
+
+
+def test_it_refreshes_a_fresh_token_when_forced(oauth_app, acme, mock_refresh):
+    grant = factories.GrantFactory(app=oauth_app, client=acme, access_expires_at=timezone.now() + timedelta(hours=1))
+    mock_refresh.return_value = _token()
+
+    assert grant_refresh(grant_id=grant.pk, force=True) == Outcome.REFRESHED
+    mock_refresh.assert_called_once()
+
+
+@pytest.mark.parametrize("status", ["disconnecting", "needs_reconsent"])
+def test_it_never_refreshes_a_grant_that_is_not_active_or_failing(oauth_app, acme, mock_refresh, status):
+    grant = factories.GrantFactory(
+        app=oauth_app, client=acme, status=status, access_expires_at=timezone.now() + timedelta(seconds=5)
+    )
+
+    assert grant_refresh(grant_id=grant.pk) == Outcome.NOT_LIVE
+    mock_refresh.assert_not_called()
+
+
+@pytest.mark.parametrize("http_status", [400, 401])
+def test_it_marks_revoked_on_invalid_grant_with_the_current_token(due_grant, mock_refresh, http_status):
+    mock_refresh.side_effect = cloudflare.InvalidGrant("invalid_grant", "token revoked", status=http_status)
+
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.REVOKED
+
+    due_grant.refresh_from_db()
+    assert due_grant.status == Grant.Status.REVOKED
+    assert due_grant.end_reason == Grant.EndReason.USER_REVOKED
+    assert due_grant.ended_at is not None
+    assert due_grant.access_token == "" and due_grant.refresh_token == ""
+    assert due_grant.refresh_token_fp == "" and due_grant.next_refresh_at is None
+    assert list(Alert.objects.filter(grant=due_grant).values_list("kind", flat=True)) == ["revoked"]
+    assert GrantEvent.objects.filter(grant=due_grant, kind="revoked").count() == 1
+
+
+def test_it_alerts_a_revocation_exactly_once_however_often_it_is_seen(due_grant, mock_refresh):
+    mock_refresh.side_effect = cloudflare.InvalidGrant("invalid_grant", status=400)
+
+    for _ in range(5):
+        grant_refresh(grant_id=due_grant.pk)
+
+    assert mock_refresh.call_count == 1  # the revoked grant is no longer refreshable
+    assert Alert.objects.filter(grant=due_grant, kind="revoked").count() == 1
+
+
+def test_it_marks_uncertain_on_a_read_timeout_and_does_not_retry(due_grant, mock_refresh):
+    mock_refresh.side_effect = cloudflare.UncertainOutcome("token (refresh_token): no answer within 15s")
+
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.UNCERTAIN
+
+    assert mock_refresh.call_count == 1
+    due_grant.refresh_from_db()
+    assert due_grant.status == Grant.Status.ACTIVE
+    assert due_grant.refresh_uncertain_since is not None
+    assert due_grant.refresh_lease_until is None
+    assert due_grant.next_refresh_at > timezone.now()
+    assert GrantEvent.objects.filter(grant=due_grant, kind="refresh_uncertain").count() == 1
+
+
+def test_it_labels_the_grant_lost_not_revoked_when_invalid_grant_follows_an_uncertain_attempt(due_grant, mock_refresh):
+    mock_refresh.side_effect = cloudflare.UncertainOutcome("no answer")
+    grant_refresh(grant_id=due_grant.pk)
+    mock_refresh.side_effect = cloudflare.InvalidGrant("invalid_grant", status=400)
+
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.LOST
+
+    due_grant.refresh_from_db()
+    assert due_grant.status == Grant.Status.LOST
+    assert due_grant.end_reason == Grant.EndReason.REFRESH_TOKEN_LOST
+    assert list(Alert.objects.filter(grant=due_grant).values_list("kind", flat=True)) == ["lost"]
+    assert not GrantEvent.objects.filter(grant=due_grant, kind="revoked").exists()
+
+
+def test_it_treats_an_expired_lease_as_an_unknown_outcome(due_grant, mock_refresh):
+    # A worker was killed mid-call: its lease expired, never released.
+    Grant.objects.filter(pk=due_grant.pk).update(refresh_lease_until=timezone.now() - timedelta(seconds=1))
+    mock_refresh.side_effect = cloudflare.InvalidGrant("invalid_grant", status=400)
+
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.LOST
+    due_grant.refresh_from_db()
+    assert due_grant.status == Grant.Status.LOST
+
+
+def test_it_clears_the_uncertainty_once_a_refresh_succeeds(due_grant, mock_refresh):
+    mock_refresh.side_effect = cloudflare.UncertainOutcome("no answer")
+    grant_refresh(grant_id=due_grant.pk)
+    mock_refresh.side_effect = None
+    mock_refresh.return_value = _token()
+
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.REFRESHED
+    due_grant.refresh_from_db()
+    assert due_grant.refresh_uncertain_since is None and due_grant.consecutive_failures == 0
+
+
+def test_it_raises_one_app_wide_alert_on_invalid_client_and_changes_no_grant(oauth_app, acme, mock_refresh):
+    grants = [
+        factories.GrantFactory(
+            app=oauth_app,
+            client=acme,
+            authorized_at=timezone.now() - timedelta(hours=1),
+            access_expires_at=timezone.now() + timedelta(seconds=20),
+        )
+        for _ in range(3)
+    ]
+    before = {g.pk: (g.status, g.refresh_token_fp) for g in grants}
+    mock_refresh.side_effect = cloudflare.InvalidClient("invalid_client", status=401)
+
+    outcomes = [grant_refresh(grant_id=g.pk) for g in grants]
+
+    assert outcomes[0] == Outcome.CLIENT_CONFIG
+    alerts = Alert.objects.filter(kind="client_config")
+    assert alerts.count() == 1 and alerts.get().app == oauth_app and alerts.get().grant is None
+    after = {g.pk: (g.status, g.refresh_token_fp) for g in Grant.objects.filter(pk__in=before)}
+    assert after == before
+    # The other grants of the app were pushed back with it.
+    assert all(g.next_refresh_at > timezone.now() + timedelta(seconds=200) for g in Grant.objects.all())
+
+
+def test_it_closes_the_app_alert_once_a_refresh_works_again(due_grant, mock_refresh):
+    mock_refresh.side_effect = cloudflare.InvalidClient("invalid_client", status=401)
+    grant_refresh(grant_id=due_grant.pk)
+    Grant.objects.filter(pk=due_grant.pk).update(next_refresh_at=timezone.now())
+    mock_refresh.side_effect = None
+    mock_refresh.return_value = _token()
+
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.REFRESHED
+    assert Alert.objects.get(kind="client_config").resolved_at is not None
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        cloudflare.Unavailable("HTTP 503", status=503),
+        cloudflare.BadResponse("expected JSON, got text/html (HTTP 403)", status=403),
+        cloudflare.RateLimited("rate limited", status=429, retry_after=120),
+        cloudflare.OAuthError("invalid_request", status=400),
+    ],
+    ids=["5xx", "html", "429", "other-oauth-error"],
+)
+def test_it_backs_off_on_transient_errors_without_touching_the_tokens(due_grant, mock_refresh, error):
+    old_fp = due_grant.refresh_token_fp
+    mock_refresh.side_effect = error
+
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.TRANSIENT
+
+    due_grant.refresh_from_db()
+    assert due_grant.status == Grant.Status.ACTIVE
+    assert due_grant.refresh_token_fp == old_fp
+    assert due_grant.consecutive_failures == 1
+    assert due_grant.last_error
+    assert due_grant.next_refresh_at > timezone.now()
+    if error.retry_after:
+        assert due_grant.next_refresh_at >= timezone.now() + timedelta(seconds=119)
+    assert not Alert.objects.exists()
+
+
+def test_it_turns_refresh_failing_after_the_threshold_then_recovers_with_one_notice(due_grant, mock_refresh, settings):
+    settings.GRANT_FAILURE_THRESHOLD = 3
+    mock_refresh.side_effect = cloudflare.Unavailable("HTTP 502", status=502)
+    for _ in range(5):
+        Grant.objects.filter(pk=due_grant.pk).update(next_refresh_at=timezone.now())
+        grant_refresh(grant_id=due_grant.pk)
+
+    due_grant.refresh_from_db()
+    assert due_grant.status == Grant.Status.REFRESH_FAILING
+    assert due_grant.consecutive_failures == 5
+    assert Alert.objects.filter(grant=due_grant, kind="refresh_failing").count() == 1
+    # One event at the start of the streak and one at the threshold, not one per retry.
+    assert GrantEvent.objects.filter(grant=due_grant, kind="refresh_failed").count() == 1
+    assert GrantEvent.objects.filter(grant=due_grant, kind="refresh_failing").count() == 1
+
+    mock_refresh.side_effect = None
+    mock_refresh.return_value = _token()
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.REFRESHED
+
+    due_grant.refresh_from_db()
+    assert due_grant.status == Grant.Status.ACTIVE and due_grant.consecutive_failures == 0
+    assert Alert.objects.get(grant=due_grant, kind="refresh_failing").resolved_at is not None
+    assert Alert.objects.filter(grant=due_grant, kind="recovered").count() == 1
+    assert GrantEvent.objects.filter(grant=due_grant, kind="recovered").count() == 1
+
+
+def test_it_records_changed_scopes_from_the_token_response(due_grant, mock_refresh):
+    narrower = [s for s in due_grant.granted_scopes if s != "dns.write"]
+    mock_refresh.return_value = _token(scopes=narrower)
+
+    grant_refresh(grant_id=due_grant.pk)
+
+    due_grant.refresh_from_db()
+    assert due_grant.granted_scopes == narrower
+    event = GrantEvent.objects.get(grant=due_grant, kind="scopes_changed")
+    assert event.detail["removed"] == ["dns.write"]
+
+
+def test_it_marks_uncertain_when_interrupted_during_the_call(due_grant, mock_refresh):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    mock_refresh.side_effect = SoftTimeLimitExceeded()
+    with pytest.raises(SoftTimeLimitExceeded):
+        grant_refresh(grant_id=due_grant.pk)
+
+    due_grant.refresh_from_db()
+    assert due_grant.refresh_uncertain_since is not None
+    assert due_grant.refresh_lease_until is None
+
+
+def test_it_never_logs_a_token(due_grant, mock_refresh, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    secret_refresh = due_grant.refresh_token
+    mock_refresh.return_value = _token()
+    grant_refresh(grant_id=due_grant.pk)
+
+    assert f"grant={due_grant.pk} outcome=refreshed" in caplog.text
+    for value in (secret_refresh, "cfoat_new_access_value", "cfort_new_refresh_value"):
+        assert value not in caplog.text
+
+
+# --- Scheduling -------------------------------------------------------------------------------
+
+
+def test_it_caps_the_margin_for_short_token_lifetimes(settings):
+    settings.GRANT_REFRESH_MARGIN, settings.GRANT_REFRESH_JITTER = 900, 60
+    assert refresh_window(lifetime=120) == (30.0, 12.0)
+    assert refresh_window(lifetime=16 * 3600) == (900.0, 60.0)
+    expires = timezone.now() + timedelta(seconds=120)
+    due = refresh_due_at(expires_at=expires, lifetime=120)
+    assert expires - timedelta(seconds=42) <= due <= expires - timedelta(seconds=30)
+
+
+def test_it_grows_the_backoff_and_honours_retry_after(settings):
+    settings.GRANT_RETRY_BASE, settings.GRANT_RETRY_MAX = 30, 900
+    assert 15 <= retry_delay(failures=1) <= 30
+    assert 60 <= retry_delay(failures=3) <= 120
+    assert 450 <= retry_delay(failures=20) <= 900
+    assert retry_delay(failures=1, retry_after=300) == 300
+
+
+def test_it_enqueues_each_due_grant_once_after_commit(oauth_app, acme, django_capture_on_commit_callbacks):
+    now = timezone.now()
+    due = [factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now - timedelta(seconds=5)) for _ in range(3)]
+    factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now + timedelta(minutes=5))
+    factories.GrantFactory(
+        app=oauth_app, client=acme, status="disconnecting", next_refresh_at=now - timedelta(seconds=5)
+    )
+
+    with patch("connections.tasks.refresh_grant_task.delay") as delay:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert grants_dispatch_due_refreshes(now=now, batch_size=2) == 3
+        with django_capture_on_commit_callbacks(execute=True):
+            assert grants_dispatch_due_refreshes(now=now) == 0  # claimed: invisible to a second sweep
+
+    assert sorted(c.args[0] for c in delay.call_args_list) == sorted(g.pk for g in due)
+
+
+def test_it_finds_a_grant_again_when_its_message_was_lost(oauth_app, acme, settings, django_capture_on_commit_callbacks):
+    settings.GRANT_DISPATCH_RETRY = 60
+    now = timezone.now()
+    grant = factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now - timedelta(seconds=5))
+    with patch("connections.tasks.refresh_grant_task.delay") as delay:
+        delay.side_effect = OSError("broker down")
+        with django_capture_on_commit_callbacks(execute=True):
+            grants_dispatch_due_refreshes(now=now)
+        delay.side_effect = None
+        with django_capture_on_commit_callbacks(execute=True):
+            assert grants_dispatch_due_refreshes(now=now + timedelta(seconds=61)) == 1
+    assert delay.call_args.args == (grant.pk,)

@@ -122,9 +122,9 @@ def _send_invite(*, member_id: int, link: str) -> None:
         "ttl_hours": max(1, settings.PORTAL_INVITE_TTL // 3600),
         "inviter": (member.invited_by.get_full_name() or member.invited_by.get_username()) if member.invited_by else "",
     }
-    subject = render_to_string("emails/member_invite-subject.txt", context).strip()
-    text = render_to_string("emails/member_invite-body.txt", context)
-    html = render_to_string("emails/member_invite-body.html", context)
+    subject = render_to_string("emails/member_invite_subject.txt", context).strip()
+    text = render_to_string("emails/member_invite_body.txt", context)
+    html = render_to_string("emails/member_invite_body.html", context)
     message = EmailMultiAlternatives(subject=subject, body=text, to=[member.user.email])
     message.attach_alternative(html, "text/html")
     message.send()

@@ -180,7 +180,9 @@ def _pop_outcome(request: HttpRequest, *, client_id: int) -> dict | None:
 @portal_member_required
 def help_page(request: HttpRequest) -> HttpResponse:
     app = oauth_app_default()
-    return render(request, "clients/help.html", {"member": request.member, "client": request.member.client, "app": app})
+    lines = scope_lines(app.all_scopes, required=app.required_scopes) if app is not None else []
+    context = {"member": request.member, "client": request.member.client, "app": app, "app_lines": lines}
+    return render(request, "clients/help.html", context)
 
 
 @require_GET

@@ -345,10 +345,13 @@ def _mint(app: SandboxApp, data: dict[str, Any]) -> list[dict[str, Any]]:
         if user is None:
             raise ControlError("unknown user", 404)
         allowed = set(loads(client["scopes"])) | set(loads(client["optional_scopes"]))
-        scopes = data.get("scopes")
-        scopes = loads(client["scopes"]) if scopes is None else _str_list(scopes, "scopes")
-        if isinstance(scopes, str):
-            scopes = scopes.split()
+        raw_scopes = data.get("scopes")
+        if raw_scopes is None:
+            scopes = loads(client["scopes"])
+        elif isinstance(raw_scopes, str):
+            scopes = raw_scopes.split()
+        else:
+            scopes = _str_list(raw_scopes, "scopes")
         bad = [s for s in scopes if s not in allowed]
         if bad:
             raise ControlError(f"scopes not registered for the client: {bad}")

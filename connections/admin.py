@@ -67,7 +67,10 @@ class OAuthAppForm(forms.ModelForm):
 
     class Meta:
         model = OAuthApp
-        exclude = ("client_secret",)
+        fields = (
+            "name", "client_id", "token_endpoint_auth_method", "redirect_uri", "required_scopes",
+            "optional_scopes", "visibility", "publisher_domain", "is_default", "is_active",
+        )  # never "client_secret": it is write-only through new_client_secret
 
     def clean(self):
         cleaned = super().clean()

@@ -47,7 +47,7 @@ def _consent_page(request: HttpRequest, *, purpose: str, grant: Grant | None) ->
         messages.info(request, "This connection already has every permission the agency asks for.")
         return redirect("clients:home")
     scopes = consent.requested_scopes_for(app=app, purpose=purpose, grant=grant)
-    form = ConfirmForm(request.POST or None)
+    form = ConfirmForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         start = consent.authorization_request_start(
             app=app,
@@ -151,7 +151,7 @@ def disconnect_view(request: HttpRequest, code) -> HttpResponse:
     if grant.status not in LIVE_STATUSES:
         messages.info(request, "This connection is already disconnected.")
         return redirect("clients:home")
-    form = ConfirmForm(request.POST or None)
+    form = ConfirmForm(request.POST if request.method == "POST" else None)
     if request.method == "POST":
         if not form.is_valid():
             return HttpResponseForbidden()

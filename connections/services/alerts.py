@@ -61,9 +61,12 @@ def alert_deliver(*, alert_id: int) -> None:
     """Deliver one alert on every channel not yet done. Safe to call twice (claimed first)."""
     now = timezone.now()
     # Claim: a duplicate message (sweep + on_commit, a redelivery) must not send twice.
-    claimed = Alert.objects.filter(pk=alert_id, delivered_at__isnull=True, next_delivery_at__lte=now).update(
-        next_delivery_at=now + DELIVERY_CLAIM, delivery_attempts=F("delivery_attempts") + 1
-    )
+    claimed = Alert.objects.filter(
+        pk=alert_id,
+        delivered_at__isnull=True,
+        next_delivery_at__lte=now,
+        delivery_attempts__lt=settings.ALERT_DELIVERY_MAX_ATTEMPTS,
+    ).update(next_delivery_at=now + DELIVERY_CLAIM, delivery_attempts=F("delivery_attempts") + 1)
     if claimed != 1:
         return
     alert = alert_for_delivery(alert_id=alert_id)

@@ -159,7 +159,12 @@ def _check(grant: Grant, now: datetime) -> CheckOutcome:
     issues: list[tuple[str, str]] = []
     # 3. What the grant reaches.
     live_accounts = _sync_accounts(grant, accounts, now)
+    # Cloudflare may say per account whether OAuth app access is on (`settings.oauth_app_access`). When an
+    # account admin switches it off, existing grants keep working but a re-consent would no longer
+    # reach the account: staff must know before they send a consent link.
+    flags = {str(a.get("id")): _oauth_app_access(a) for a in accounts}
     for account in live_accounts:
+        switched_off = flags.get(account.cf_account_id) is False
         try:
             zones = _api_list(grant, "/zones", params={"account.id": account.cf_account_id})
         except cloudflare.ApiError as exc:
@@ -167,19 +172,29 @@ def _check(grant: Grant, now: datetime) -> CheckOutcome:
                 issues.append(("scope", "The grant cannot read zones (zone.read missing)."))
                 continue
             # The token works (GET /accounts just answered) and has zone.read, yet this account
-            # refuses: its admin switched off OAuth app access (existing grants stay, calls fail).
+            # refuses: its admin switched off OAuth app access.
             _mark_oauth_access(grant, account, enabled=False, now=now, error=exc)
             issues.append(("oauth", f"Account “{account.name}” refuses OAuth apps (its admin switched access off)."))
             continue
-        if account.oauth_access_enabled is not True:
-            _mark_oauth_access(grant, account, enabled=True, now=now)
         _sync_zones(grant, account, zones, now)
+        if switched_off:
+            _mark_oauth_access(grant, account, enabled=False, now=now)
+            issues.append(("oauth", f"An admin of account “{account.name}” switched off OAuth app access."))
+        elif account.oauth_access_enabled is not True:
+            _mark_oauth_access(grant, account, enabled=True, now=now)
 
     # 4. Scope coverage against the agency's declared needs.
     missing = grant.missing_required_scopes
     if missing:
         issues.append(("scope", f"Required permission(s) missing: {', '.join(missing)}."))
     return _record(grant, now, issues=issues)
+
+
+def _oauth_app_access(account: dict) -> bool | None:
+    """The account's OAuth-app switch when Cloudflare reports it (top level or under `settings`)."""
+    settings_ = account.get("settings") if isinstance(account.get("settings"), dict) else {}
+    value = account.get("oauth_app_access", settings_.get("oauth_app_access"))
+    return value if isinstance(value, bool) else None
 
 
 def _api_list(grant: Grant, path: str, *, params: dict[str, Any] | None = None) -> list[dict]:

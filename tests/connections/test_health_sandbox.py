@@ -1,0 +1,94 @@
+"""Health checks against the real sandbox process: reach map, revocation, missing scope, OAuth off."""
+
+from __future__ import annotations
+
+import pytest
+from cloudflare_sandbox.seed import ACME_CORP_ID, ACME_STAGING_ID
+
+from clients.models import CloudflareAccount, Zone
+from connections import ratelimit
+from connections.models import Alert, Grant, GrantEvent
+from connections.services.health import CheckOutcome, grant_check
+from tests.faults.sandbox_grants import mint_grants, register_app
+
+pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture(autouse=True)
+def _fresh_limits():
+    ratelimit.reset()
+
+
+@pytest.fixture
+def app(cf_sandbox, db):
+    return register_app(cf_sandbox)
+
+
+def _grant(sandbox, app, client, **kwargs):
+    (grant,) = mint_grants(sandbox, app=app, client=client, count=1, **kwargs)
+    grant.sandbox_grant_id = sandbox.state(client_id=app.client_id)["grants"][-1]["id"]
+    return grant
+
+
+def test_it_maps_the_accounts_and_zones_a_grant_reaches(cf_sandbox, app, acme):
+    grant = _grant(cf_sandbox, app, acme)
+
+    assert grant_check(grant_id=grant.pk) == CheckOutcome.HEALTHY
+
+    assert sorted(a.name for a in grant.accounts.all()) == ["Acme Corp", "Acme Staging"]
+    assert Zone.objects.filter(account__cf_account_id=ACME_CORP_ID).count() == 3
+    assert Zone.objects.filter(account__cf_account_id=ACME_STAGING_ID).count() == 1
+    grant.refresh_from_db()
+    assert grant.health == Grant.Health.HEALTHY
+
+
+def test_it_confirms_a_revocation_through_a_refresh(cf_sandbox, app, acme):
+    grant = _grant(cf_sandbox, app, acme)
+    cf_sandbox.revoke_grant(grant.sandbox_grant_id)
+
+    assert grant_check(grant_id=grant.pk) == CheckOutcome.REVOKED
+
+    grant.refresh_from_db()
+    assert grant.status == Grant.Status.REVOKED
+    assert Alert.objects.filter(grant=grant, kind="revoked").count() == 1
+    assert cf_sandbox.state()["calls"].get("POST /oauth2/token", 0) >= 1
+
+
+def test_it_reports_a_missing_scope_without_calling_the_grant_revoked(cf_sandbox, app, acme):
+    grant = _grant(
+        cf_sandbox, app, acme, scopes=["offline_access", "user-details.read", "zone.read", "dns.read"]
+    )
+
+    assert grant_check(grant_id=grant.pk) == CheckOutcome.DEGRADED
+
+    grant.refresh_from_db()
+    assert grant.status == Grant.Status.ACTIVE and grant.health == Grant.Health.DEGRADED
+    assert Alert.objects.filter(grant=grant, kind="scope_missing").count() == 1
+    assert not Alert.objects.filter(kind="revoked").exists()
+    truth = cf_sandbox.grant(grant.sandbox_grant_id)
+    assert truth["status"] == "active" and truth["current_refresh_token_sha256"] == grant.refresh_token_fp
+
+
+def test_it_reports_an_account_whose_admin_switched_off_oauth_apps(cf_sandbox, app, acme):
+    grant = _grant(cf_sandbox, app, acme)
+    grant_check(grant_id=grant.pk)
+    cf_sandbox.set_account_oauth_access(ACME_STAGING_ID, False)
+    try:
+        assert grant_check(grant_id=grant.pk, force=True) == CheckOutcome.DEGRADED
+    finally:
+        cf_sandbox.set_account_oauth_access(ACME_STAGING_ID, True)
+
+    assert CloudflareAccount.objects.get(cf_account_id=ACME_STAGING_ID).oauth_access_enabled is False
+    assert GrantEvent.objects.filter(grant=grant, kind="oauth_access_disabled").count() == 1
+    assert Alert.objects.filter(grant=grant, kind="health_failing").count() == 1
+
+
+def test_it_stays_healthy_through_an_api_outage(cf_sandbox, app, acme):
+    grant = _grant(cf_sandbox, app, acme)
+    cf_sandbox.set_faults(error_5xx_rate=1.0, error_5xx_endpoints=["api"])
+
+    assert grant_check(grant_id=grant.pk) == CheckOutcome.TRANSIENT
+
+    grant.refresh_from_db()
+    assert grant.status == Grant.Status.ACTIVE
+    assert not Alert.objects.exists()

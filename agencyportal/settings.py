@@ -211,6 +211,9 @@ CLOUDFLARE_CONNECT_TIMEOUT = env.float("CLOUDFLARE_CONNECT_TIMEOUT", default=5.0
 CLOUDFLARE_READ_TIMEOUT = env.float("CLOUDFLARE_READ_TIMEOUT", default=15.0)
 # Largest response body the portal reads from Cloudflare (bytes); a bigger one is an error.
 CLOUDFLARE_MAX_RESPONSE_BYTES = env.int("CLOUDFLARE_MAX_RESPONSE_BYTES", default=2 * 1024 * 1024)
+# Unknown at Cloudflare: whether a consent for only the missing scopes is merged into the earlier
+# consent (True) or yields a token with just those scopes (False, Hydra's behaviour; the default).
+CLOUDFLARE_INCREMENTAL_CONSENT = env.bool("CLOUDFLARE_INCREMENTAL_CONSENT", default=False)
 # HTTP status Cloudflare uses for a dead refresh token is unknown (400 or 401): both are handled.
 
 # --- Grant lifecycle (the background engine) --------------------------------------------------

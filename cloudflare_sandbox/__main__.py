@@ -41,20 +41,40 @@ def build_parser() -> argparse.ArgumentParser:
         description="Local stand-in for Cloudflare's OAuth server and API v4 (development and tests only).",
     )
     parser.add_argument("--host", default=os.environ.get("CF_SANDBOX_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=_env_int("CF_SANDBOX_PORT", 8788),
-                        help="0 picks a free port (the start line shows it)")
-    parser.add_argument("--db", default=os.environ.get("CF_SANDBOX_DB", os.path.join("var", "cloudflare-sandbox.sqlite3")),
-                        help="SQLite file (created with its directory); default var/cloudflare-sandbox.sqlite3")
-    parser.add_argument("--enable-control", action="store_true", default=_env_flag("CF_SANDBOX_ENABLE_CONTROL"),
-                        help="serve the test-only control endpoint under /__sandbox__/")
-    parser.add_argument("--access-ttl", type=int, default=_env_int("CF_SANDBOX_ACCESS_TTL", None),
-                        help="access token lifetime in seconds (default 3600)")
-    parser.add_argument("--issuer", default=os.environ.get("CF_SANDBOX_ISSUER"),
-                        help="issuer URL (default http://HOST:PORT)")
-    parser.add_argument("--settings", default=os.environ.get("CF_SANDBOX_SETTINGS"),
-                        help='initial settings as JSON, e.g. \'{"send_iss": false}\'')
-    parser.add_argument("--quiet", action="store_true", default=_env_flag("CF_SANDBOX_QUIET"),
-                        help="do not log requests")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=_env_int("CF_SANDBOX_PORT", 8788),
+        help="0 picks a free port (the start line shows it)",
+    )
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("CF_SANDBOX_DB", os.path.join("var", "cloudflare-sandbox.sqlite3")),
+        help="SQLite file (created with its directory); default var/cloudflare-sandbox.sqlite3",
+    )
+    parser.add_argument(
+        "--enable-control",
+        action="store_true",
+        default=_env_flag("CF_SANDBOX_ENABLE_CONTROL"),
+        help="serve the test-only control endpoint under /__sandbox__/",
+    )
+    parser.add_argument(
+        "--access-ttl",
+        type=int,
+        default=_env_int("CF_SANDBOX_ACCESS_TTL", None),
+        help="access token lifetime in seconds (default 3600)",
+    )
+    parser.add_argument(
+        "--issuer", default=os.environ.get("CF_SANDBOX_ISSUER"), help="issuer URL (default http://HOST:PORT)"
+    )
+    parser.add_argument(
+        "--settings",
+        default=os.environ.get("CF_SANDBOX_SETTINGS"),
+        help="initial settings as JSON, e.g. '{\"send_iss\": false}'",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", default=_env_flag("CF_SANDBOX_QUIET"), help="do not log requests"
+    )
     return parser
 
 
@@ -77,9 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         raise SystemExit(f"invalid setting: {exc}") from None
 
-    app = SandboxApp(
-        db_path=args.db, control_enabled=args.enable_control, settings=settings, quiet=args.quiet
-    )
+    app = SandboxApp(db_path=args.db, control_enabled=args.enable_control, settings=settings, quiet=args.quiet)
     try:
         server = SandboxHTTPServer((args.host, args.port), app)
     except OSError as exc:

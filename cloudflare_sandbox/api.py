@@ -44,8 +44,9 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def envelope(result: Any, *, result_info: dict[str, int] | None = None, messages: list[Any] | None = None,
-             status: int = 200) -> Response:
+def envelope(
+    result: Any, *, result_info: dict[str, int] | None = None, messages: list[Any] | None = None, status: int = 200
+) -> Response:
     """A successful API answer."""
     payload: dict[str, Any] = {"success": True, "errors": [], "messages": messages or [], "result": result}
     if result_info is not None:
@@ -95,8 +96,13 @@ def resolve_bearer(conn: sqlite3.Connection, token: str, now: float) -> Principa
         if row is None or row["status"] != "active" or (row["expires_at"] is not None and row["expires_at"] <= now):
             return None
         return Principal(
-            "api_token", row["user_id"], row["email"], frozenset(loads(row["scopes"])), loads(row["accounts"]),
-            row["created_at"], row["id"],
+            "api_token",
+            row["user_id"],
+            row["email"],
+            frozenset(loads(row["scopes"])),
+            loads(row["accounts"]),
+            row["created_at"],
+            row["id"],
         )
     row = conn.execute(
         "SELECT a.expires_at, a.revoked, g.id, g.user_id, g.scopes, g.accounts, g.status, g.access_survives, "
@@ -109,8 +115,13 @@ def resolve_bearer(conn: sqlite3.Connection, token: str, now: float) -> Principa
     if row["status"] != "active" and not row["access_survives"]:
         return None
     return Principal(
-        "oauth", row["user_id"], row["email"], frozenset(loads(row["scopes"])), loads(row["accounts"]),
-        row["created_at"], row["id"],
+        "oauth",
+        row["user_id"],
+        row["email"],
+        frozenset(loads(row["scopes"])),
+        loads(row["accounts"]),
+        row["created_at"],
+        row["id"],
     )
 
 
@@ -142,8 +153,9 @@ def _int_param(req: Request, name: str, default: int) -> int | None:
         return None
 
 
-def paginate(req: Request, items: list[Any], *, default: int, minimum: int, maximum: int
-             ) -> tuple[list[Any], dict[str, int]] | Response:
+def paginate(
+    req: Request, items: list[Any], *, default: int, minimum: int, maximum: int
+) -> tuple[list[Any], dict[str, int]] | Response:
     """Slice ``items`` by ``page`` / ``per_page``; ``per_page`` is clamped to [minimum, maximum]."""
     page = _int_param(req, "page", 1)
     per_page = _int_param(req, "per_page", default)
@@ -177,8 +189,9 @@ def _text_filter(value: str, candidate: str) -> bool:
     return cand == value_l
 
 
-def _sort(items: list[dict[str, Any]], req: Request, keys: dict[str, Callable[[dict[str, Any]], Any]], default: str
-          ) -> list[dict[str, Any]]:
+def _sort(
+    items: list[dict[str, Any]], req: Request, keys: dict[str, Callable[[dict[str, Any]], Any]], default: str
+) -> list[dict[str, Any]]:
     key = keys.get(req.arg("order") or default, keys[default])
     return sorted(items, key=key, reverse=(req.arg("direction") or "asc").lower() == "desc")
 
@@ -416,7 +429,9 @@ def list_records(app: SandboxApp, req: Request, p: Principal, params: dict[str, 
         zone = _zone(conn, p, params["zone_id"])
         if zone is None:
             return not_found(req.path)
-        rows = conn.execute("SELECT * FROM dns_records WHERE zone_id=? ORDER BY name, type, id", (zone["id"],)).fetchall()
+        rows = conn.execute(
+            "SELECT * FROM dns_records WHERE zone_id=? ORDER BY name, type, id", (zone["id"],)
+        ).fetchall()
     rtype, name, content = req.arg("type"), req.arg("name"), req.arg("content")
     if rtype:
         rows = [r for r in rows if r["type"] == rtype.upper()]
@@ -551,8 +566,19 @@ def create_record(app: SandboxApp, req: Request, p: Principal, params: dict[str,
         conn.execute(
             "INSERT INTO dns_records(id, zone_id, type, name, content, ttl, proxied, priority, comment, created_on, "
             "modified_on) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (record_id, zone["id"], values["type"], values["name"], values["content"], values["ttl"],
-             values["proxied"], values["priority"], values["comment"], now, now),
+            (
+                record_id,
+                zone["id"],
+                values["type"],
+                values["name"],
+                values["content"],
+                values["ttl"],
+                values["proxied"],
+                values["priority"],
+                values["comment"],
+                now,
+                now,
+            ),
         )
         row = conn.execute("SELECT * FROM dns_records WHERE id=?", (record_id,)).fetchone()
     return envelope(record_view(row, zone["name"]))
@@ -575,8 +601,13 @@ def update_record(app: SandboxApp, req: Request, p: Principal, params: dict[str,
             return api_error(404, 81044, "Record does not exist.")
         if req.method == "PATCH":
             merged: dict[str, Any] = {
-                "type": row["type"], "name": row["name"], "content": row["content"], "ttl": row["ttl"],
-                "proxied": bool(row["proxied"]), "priority": row["priority"], "comment": row["comment"],
+                "type": row["type"],
+                "name": row["name"],
+                "content": row["content"],
+                "ttl": row["ttl"],
+                "proxied": bool(row["proxied"]),
+                "priority": row["priority"],
+                "comment": row["comment"],
             }
             merged.update(data)
         else:
@@ -587,8 +618,17 @@ def update_record(app: SandboxApp, req: Request, p: Principal, params: dict[str,
         conn.execute(
             "UPDATE dns_records SET type=?, name=?, content=?, ttl=?, proxied=?, priority=?, comment=?, modified_on=? "
             "WHERE id=?",
-            (values["type"], values["name"], values["content"], values["ttl"], values["proxied"], values["priority"],
-             values["comment"], now, row["id"]),
+            (
+                values["type"],
+                values["name"],
+                values["content"],
+                values["ttl"],
+                values["proxied"],
+                values["priority"],
+                values["comment"],
+                now,
+                row["id"],
+            ),
         )
         row = conn.execute("SELECT * FROM dns_records WHERE id=?", (row["id"],)).fetchone()
     return envelope(record_view(row, zone["name"]))

@@ -165,8 +165,9 @@ def _dispatch(app: SandboxApp, req: Request, method: str, parts: list[str]) -> R
     if head == "purges" and not rest and method == "GET":
         with app.store.read() as conn:
             rows = conn.execute("SELECT zone_id, user_id, body, at FROM purges ORDER BY id").fetchall()
-        return _ok([{"zone_id": r["zone_id"], "user_id": r["user_id"], "body": loads(r["body"]), "at": r["at"]}
-                    for r in rows])
+        return _ok(
+            [{"zone_id": r["zone_id"], "user_id": r["user_id"], "body": loads(r["body"]), "at": r["at"]} for r in rows]
+        )
     raise ControlError("no such control endpoint", 404)
 
 
@@ -200,8 +201,9 @@ def _state(app: SandboxApp, req: Request) -> dict[str, Any]:
         "grants": grants,
         "reuse_count": int(reuse["value"]) if reuse else 0,
         "calls": app.counters.snapshot(),
-        "accounts": [{"id": a["id"], "name": a["name"], "oauth_app_access": a["oauth_disabled_at"] is None}
-                     for a in accounts],
+        "accounts": [
+            {"id": a["id"], "name": a["name"], "oauth_app_access": a["oauth_disabled_at"] is None} for a in accounts
+        ],
         "settings": app.settings.snapshot(),
         "faults": app.faults.snapshot(),
         "clock_offset": app.clock.offset,
@@ -301,9 +303,9 @@ def _delete_client(app: SandboxApp, client_id: str) -> dict[str, Any]:
         if load_client(conn, client_id) is None:
             raise ControlError("unknown client", 404)
         conn.execute("UPDATE clients SET deleted_at=? WHERE client_id=?", (now, client_id))
-        ids = [r["id"] for r in conn.execute(
-            "SELECT id FROM grants WHERE client_id=? AND status='active'", (client_id,)
-        )]
+        ids = [
+            r["id"] for r in conn.execute("SELECT id FROM grants WHERE client_id=? AND status='active'", (client_id,))
+        ]
         for grant_id in ids:
             revoke_grant(conn, grant_id, "client_deleted", now)
     return {"client_id": client_id, "deleted": True, "revoked_grants": len(ids)}
@@ -369,8 +371,15 @@ def _mint(app: SandboxApp, data: dict[str, Any]) -> list[dict[str, Any]]:
             access_rows.append((sha256_hex(access), grant_id, now, now + access_ttl))
             if refresh_hash:
                 refresh_rows.append((refresh_hash, grant_id, now, now + refresh_ttl if refresh_ttl else None))
-            results.append({"grant_id": grant_id, "access_token": access, "refresh_token": refresh,
-                            "expires_in": access_ttl, "scope": scope_text})
+            results.append(
+                {
+                    "grant_id": grant_id,
+                    "access_token": access,
+                    "refresh_token": refresh,
+                    "expires_in": access_ttl,
+                    "scope": scope_text,
+                }
+            )
         conn.executemany(
             "INSERT INTO grants(id, client_id, user_id, scopes, accounts, status, current_refresh_hash, created_at) "
             "VALUES (?,?,?,?,?,'active',?,?)",
@@ -415,8 +424,17 @@ def _create_api_token(app: SandboxApp, data: dict[str, Any]) -> dict[str, Any]:
         conn.execute(
             "INSERT INTO api_tokens(id, token_hash, user_id, name, scopes, accounts, status, created_at, expires_at) "
             "VALUES (?,?,?,?,?,?,?,?,?)",
-            (token_id, sha256_hex(token), user["id"], str(data.get("name", "API token")), dumps(scopes),
-             dumps(accounts), status, now, now + expires_in if expires_in is not None else None),
+            (
+                token_id,
+                sha256_hex(token),
+                user["id"],
+                str(data.get("name", "API token")),
+                dumps(scopes),
+                dumps(accounts),
+                status,
+                now,
+                now + expires_in if expires_in is not None else None,
+            ),
         )
     return {"id": token_id, "token": token, "status": status, "scopes": scopes, "accounts": accounts}
 
@@ -438,8 +456,12 @@ def _create_user(app: SandboxApp, data: dict[str, Any]) -> dict[str, Any]:
     created: list[dict[str, Any]] = []
     with app.store.write() as conn:
         uid = seeding.insert_user(
-            conn, email, password=str(data.get("password", seeding.SANDBOX_PASSWORD)),
-            first_name=str(data.get("first_name", "")), last_name=str(data.get("last_name", "")), created_on=now,
+            conn,
+            email,
+            password=str(data.get("password", seeding.SANDBOX_PASSWORD)),
+            first_name=str(data.get("first_name", "")),
+            last_name=str(data.get("last_name", "")),
+            created_on=now,
         )
         for spec in accounts_spec:
             if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:

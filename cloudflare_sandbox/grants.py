@@ -66,9 +66,7 @@ def wants_refresh(scopes: list[str]) -> bool:
     return OFFLINE_ACCESS in scopes
 
 
-def revoke_grant(
-    conn: sqlite3.Connection, grant_id: str, reason: str, now: float, *, kill_access: bool = True
-) -> bool:
+def revoke_grant(conn: sqlite3.Connection, grant_id: str, reason: str, now: float, *, kill_access: bool = True) -> bool:
     """End a grant; returns True if it was active.
 
     Its refresh tokens stop working at once. Its access tokens stop too unless ``kill_access`` is

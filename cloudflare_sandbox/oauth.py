@@ -91,9 +91,7 @@ def callback_url(app: SandboxApp, redirect_uri: str, params: list[tuple[str, str
     return urlunsplit(parts._replace(query=f"{parts.query}&{query}" if parts.query else query))
 
 
-def _error_redirect(
-    app: SandboxApp, redirect_uri: str, error: str, description: str, state: str | None
-) -> Response:
+def _error_redirect(app: SandboxApp, redirect_uri: str, error: str, description: str, state: str | None) -> Response:
     return redirect(
         callback_url(app, redirect_uri, [("error", error), ("error_description", description), ("state", state)])
     )
@@ -139,7 +137,9 @@ def authorize(app: SandboxApp, req: Request) -> Response:
     state = single("state")
     for name in ("response_type", "scope", "state", "code_challenge", "code_challenge_method"):
         if len(raw.get(name, [])) > 1:
-            return _error_redirect(app, redirect_uri, "invalid_request", f"The parameter {name} was given more than once.", state)
+            return _error_redirect(
+                app, redirect_uri, "invalid_request", f"The parameter {name} was given more than once.", state
+            )
     if single("response_type") != "code":
         return _error_redirect(
             app, redirect_uri, "unsupported_response_type", "Only response_type=code is supported.", state
@@ -230,8 +230,14 @@ def authorize(app: SandboxApp, req: Request) -> Response:
 
 
 def _render_consent(
-    app: SandboxApp, client: sqlite3.Row, session: Any, request_id: str, requested: list[str], *,
-    error: str | None = None, status: int = 200,
+    app: SandboxApp,
+    client: sqlite3.Row,
+    session: Any,
+    request_id: str,
+    requested: list[str],
+    *,
+    error: str | None = None,
+    status: int = 200,
 ) -> Response:
     required_ids = set(loads(client["scopes"]))
     required = [(s, scope_name(s)) for s in requested if s in required_ids]
@@ -279,14 +285,14 @@ def consent(app: SandboxApp, req: Request) -> Response:
 
     decision = req.form_value("decision")
     if decision not in ("authorize", "deny"):
-        return _render_consent(app, client, session, request_id, requested, error="Choose Authorize or Deny.", status=400)
+        return _render_consent(
+            app, client, session, request_id, requested, error="Choose Authorize or Deny.", status=400
+        )
     if decision == "deny":
         with app.store.write() as conn:
             if not conn.execute("UPDATE auth_requests SET used=1 WHERE id=? AND used=0", (request_id,)).rowcount:
                 return _error_page(400, "Authorization expired", "This authorization request was already answered.")
-        return _error_redirect(
-            app, redirect_uri, "access_denied", "The resource owner denied the request.", state
-        )
+        return _error_redirect(app, redirect_uri, "access_denied", "The resource owner denied the request.", state)
 
     accounts_info = user_accounts(app, session.user_id)
     enabled_ids = [a["id"] for a in accounts_info if a["oauth_app_access"]]
@@ -302,8 +308,13 @@ def consent(app: SandboxApp, req: Request) -> Response:
             )
         if any(aid not in enabled_ids for aid in chosen):
             return _render_consent(
-                app, client, session, request_id, requested,
-                error="One of the chosen accounts is not available to OAuth applications.", status=400,
+                app,
+                client,
+                session,
+                request_id,
+                requested,
+                error="One of the chosen accounts is not available to OAuth applications.",
+                status=400,
             )
         accounts = chosen
     else:
@@ -334,9 +345,7 @@ def consent(app: SandboxApp, req: Request) -> Response:
                 now + int(app.settings.code_ttl),
             ),
         )
-    return redirect(
-        callback_url(app, redirect_uri, [("code", code), ("scope", " ".join(granted)), ("state", state)])
-    )
+    return redirect(callback_url(app, redirect_uri, [("code", code), ("scope", " ".join(granted)), ("state", state)]))
 
 
 # -------------------------------------------------------------------------------------------- token
@@ -344,8 +353,9 @@ def consent(app: SandboxApp, req: Request) -> Response:
 
 def _check_form(req: Request) -> Response | None:
     if req.method != "POST":
-        return oauth_error(405, "invalid_request", f"HTTP method is '{req.method}', expected 'POST'.",
-                           [("Allow", "POST")])
+        return oauth_error(
+            405, "invalid_request", f"HTTP method is '{req.method}', expected 'POST'.", [("Allow", "POST")]
+        )
     if req.content_type != "application/x-www-form-urlencoded":
         return oauth_error(
             400, "invalid_request", "The request must use Content-Type application/x-www-form-urlencoded."
@@ -378,9 +388,7 @@ def authenticate_client(app: SandboxApp, req: Request) -> tuple[sqlite3.Row | No
     post_secret = req.form_value("client_secret")
     if basic is not None:
         if post_secret is not None:
-            return None, oauth_error(
-                400, "invalid_request", "The client used more than one authentication method."
-            )
+            return None, oauth_error(400, "invalid_request", "The client used more than one authentication method.")
         if post_id is not None and post_id != basic[0]:
             return None, oauth_error(400, "invalid_request", "client_id does not match the authenticated client.")
         client_id, secret, method = basic[0], basic[1], "client_secret_basic"
@@ -467,8 +475,12 @@ def _exchange_code(app: SandboxApp, req: Request, client: sqlite3.Row) -> Respon
             return invalid_grant(app, "A code_verifier was sent but the authorization request had no code_challenge.")
         scopes: list[str] = loads(row["scopes"])
         grant_id = create_grant(
-            conn, client_id=client["client_id"], user_id=row["user_id"], scopes=scopes,
-            accounts=loads(row["accounts"]), now=now,
+            conn,
+            client_id=client["client_id"],
+            user_id=row["user_id"],
+            scopes=scopes,
+            accounts=loads(row["accounts"]),
+            now=now,
         )
         access, refresh, ttl = issue_tokens(conn, app.settings, grant_id, with_refresh=wants_refresh(scopes), now=now)
         conn.execute("UPDATE codes SET used_at=?, grant_id=? WHERE code_hash=?", (now, grant_id, row["code_hash"]))
@@ -496,14 +508,14 @@ def _refresh(app: SandboxApp, req: Request, client: sqlite3.Row) -> Response:
         if row["token_status"] == "rotated":
             grace = int(settings.refresh_grace_seconds)
             in_grace = (
-                grace > 0 and row["grant_status"] == "active" and row["rotated_at"] is not None
+                grace > 0
+                and row["grant_status"] == "active"
+                and row["rotated_at"] is not None
                 and now - row["rotated_at"] <= grace
             )
             if not in_grace:
                 conn.execute("UPDATE grants SET reuse_count=reuse_count+1 WHERE id=?", (grant_id,))
-                conn.execute(
-                    "UPDATE meta SET value=CAST(CAST(value AS INTEGER)+1 AS TEXT) WHERE key='reuse_total'"
-                )
+                conn.execute("UPDATE meta SET value=CAST(CAST(value AS INTEGER)+1 AS TEXT) WHERE key='reuse_total'")
                 revoke_grant(conn, grant_id, "refresh_reuse", now)
                 return invalid_grant(
                     app, "The refresh token has already been used; the whole authorization has been revoked."
@@ -516,7 +528,9 @@ def _refresh(app: SandboxApp, req: Request, client: sqlite3.Row) -> Response:
         if scope_param is not None:
             asked = [s for s in scope_param.split(" ") if s]
             if any(s not in scopes for s in asked):
-                return oauth_error(400, "invalid_scope", "The requested scope exceeds the scope granted by the resource owner.")
+                return oauth_error(
+                    400, "invalid_scope", "The requested scope exceeds the scope granted by the resource owner."
+                )
         if settings.refresh_revokes_old_access:
             conn.execute("UPDATE access_tokens SET revoked=1 WHERE grant_id=? AND revoked=0", (grant_id,))
         rotate = bool(settings.rotate_refresh_tokens) or in_grace
@@ -564,7 +578,10 @@ def revoke(app: SandboxApp, req: Request) -> Response:
         if row is not None:
             if client is None or row["client_id"] == client["client_id"]:
                 revoke_grant(
-                    conn, row["id"], "revoked_by_client", now,
+                    conn,
+                    row["id"],
+                    "revoked_by_client",
+                    now,
                     kill_access=bool(app.settings.revoke_refresh_kills_access),
                 )
         else:

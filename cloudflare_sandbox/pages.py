@@ -52,10 +52,10 @@ def layout(title: str, body: str, *, user_email: str | None = None) -> str:
             '<a href="/profile/accounts">Accounts</a> · <a href="/logout">Sign out</a></span>'
         )
     return (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{escape(title)} · Cloudflare sandbox</title><style>{_CSS}</style></head><body>"
-        f"<header><span class=\"brand\">Cloudflare<small>local sandbox</small></span>{who}</header>"
+        f'<header><span class="brand">Cloudflare<small>local sandbox</small></span>{who}</header>'
         f"<main>{body}</main></body></html>"
     )
 
@@ -70,7 +70,7 @@ def login_page(next_url: str, *, error: str | None = None, email: str = "") -> s
         f'<label>Email<input type="email" name="email" value="{escape(email)}" autocomplete="username" required></label>'
         '<label>Password<input type="password" name="password" autocomplete="current-password" required></label>'
         '<div class="actions"><button type="submit" id="login" class="primary">Log in</button></div>'
-        "</form><p class=\"muted\">Local sandbox only: seeded users are alice@example.com, bob@example.com "
+        '</form><p class="muted">Local sandbox only: seeded users are alice@example.com, bob@example.com '
         "and carol@example.com with the password <code>sandbox-password</code>.</p>"
     )
     return layout("Log in", body)
@@ -111,7 +111,7 @@ def consent_page(
         else:
             account_rows.append(
                 f'<label class="disabled"><input type="checkbox" name="account" value="{escape(aid)}" disabled> '
-                f"{escape(name)} <span class=\"muted\">(OAuth app access is turned off for this account)</span></label>"
+                f'{escape(name)} <span class="muted">(OAuth app access is turned off for this account)</span></label>'
             )
     required = "".join(
         f'<li data-scope="{escape(sid)}">{escape(name)} <span class="muted">{escape(sid)}</span></li>'
@@ -165,7 +165,9 @@ def connected_apps_page(user_email: str, apps: Iterable[dict[str, Any]], csrf_to
             "</tr>"
         )
     table = (
-        "<table><tr><th>Application</th><th>Permissions</th><th>Accounts</th><th></th></tr>" + "".join(rows) + "</table>"
+        "<table><tr><th>Application</th><th>Permissions</th><th>Accounts</th><th></th></tr>"
+        + "".join(rows)
+        + "</table>"
         if rows
         else '<p class="muted" id="no-apps">No connected applications.</p>'
     )
@@ -179,7 +181,7 @@ def accounts_page(user_email: str, accounts: Iterable[dict[str, Any]], csrf_toke
         enabled = account["oauth_app_access"]
         rows.append(
             "<tr>"
-            f"<td>{escape(account['name'])}<div class=\"muted\">{escape(account['id'])}</div></td>"
+            f'<td>{escape(account["name"])}<div class="muted">{escape(account["id"])}</div></td>'
             f"<td>{'On' if enabled else 'Off'}</td>"
             '<td><form method="post" action="/profile/accounts/oauth-access">'
             f'<input type="hidden" name="csrf_token" value="{escape(csrf_token)}">'
@@ -189,7 +191,7 @@ def accounts_page(user_email: str, accounts: Iterable[dict[str, Any]], csrf_toke
             "</tr>"
         )
     body = (
-        "<h1>Accounts</h1><p class=\"muted\">Turning off OAuth app access stops new authorizations for the "
+        '<h1>Accounts</h1><p class="muted">Turning off OAuth app access stops new authorizations for the '
         "account; applications already authorized keep working.</p>"
         "<table><tr><th>Account</th><th>OAuth app access</th><th></th></tr>" + "".join(rows) + "</table>"
     )
@@ -215,13 +217,13 @@ def home_page(user_email: str | None) -> str:
 def challenge_page() -> str:
     """The bot-challenge interstitial Cloudflare's edge has served instead of JSON (workers-sdk #15723)."""
     return (
-        "<!DOCTYPE html><html lang=\"en-US\"><head><title>Just a moment...</title>"
-        "<meta http-equiv=\"Content-Type\" content=\"text/html; charset=UTF-8\">"
-        "<meta name=\"robots\" content=\"noindex,nofollow\"></head><body>"
-        "<div class=\"main-wrapper\" role=\"main\"><div class=\"main-content\">"
-        "<h1 class=\"zone-name-title h1\">dash.cloudflare.com</h1>"
-        "<h2 class=\"h2\" id=\"challenge-running\">Checking if the site connection is secure</h2>"
-        "<noscript><div class=\"h2\">Enable JavaScript and cookies to continue</div></noscript>"
+        '<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title>'
+        '<meta http-equiv="Content-Type" content="text/html; charset=UTF-8">'
+        '<meta name="robots" content="noindex,nofollow"></head><body>'
+        '<div class="main-wrapper" role="main"><div class="main-content">'
+        '<h1 class="zone-name-title h1">dash.cloudflare.com</h1>'
+        '<h2 class="h2" id="challenge-running">Checking if the site connection is secure</h2>'
+        '<noscript><div class="h2">Enable JavaScript and cookies to continue</div></noscript>'
         "</div></div></body></html>"
     )
 
@@ -231,7 +233,7 @@ def edge_error_page(status: int) -> str:
     titles = {500: "Internal server error", 502: "Bad gateway", 503: "Service unavailable"}
     title = titles.get(status, "Error")
     return (
-        f"<!DOCTYPE html><html lang=\"en-US\"><head><title>dash.cloudflare.com | {status}: {title}</title></head>"
-        f"<body><div id=\"cf-error-details\"><h1>{title}</h1><span>Error code {status}</span>"
+        f'<!DOCTYPE html><html lang="en-US"><head><title>dash.cloudflare.com | {status}: {title}</title></head>'
+        f'<body><div id="cf-error-details"><h1>{title}</h1><span>Error code {status}</span>'
         "<p>The web server reported an error. Please try again in a few minutes.</p></div></body></html>"
     )

@@ -167,8 +167,17 @@ class Faults:
     def configure(self, config: dict[str, Any]) -> dict[str, Any]:
         """Validate and install a whole new configuration (missing keys mean "off")."""
         known = {
-            "latency_ms", "latency_endpoints", "error_5xx_rate", "error_5xx_endpoints", "storm_429",
-            "storm_429_endpoints", "retry_after", "html_challenge", "drop_after_rotate", "revoke_503", "seed",
+            "latency_ms",
+            "latency_endpoints",
+            "error_5xx_rate",
+            "error_5xx_endpoints",
+            "storm_429",
+            "storm_429_endpoints",
+            "retry_after",
+            "html_challenge",
+            "drop_after_rotate",
+            "revoke_503",
+            "seed",
         }
         unknown = set(config) - known
         if unknown:

@@ -187,8 +187,18 @@ def insert_zone(
             "INSERT INTO dns_records(id, zone_id, type, name, content, ttl, proxied, priority, comment, "
             "created_on, modified_on) VALUES (?,?,?,?,?,?,?,?,NULL,?,?)",
             [
-                (dns_record_id(name, rtype, rname, content), zid, rtype, rname, content, ttl, proxied, prio,
-                 created_on, created_on)
+                (
+                    dns_record_id(name, rtype, rname, content),
+                    zid,
+                    rtype,
+                    rname,
+                    content,
+                    ttl,
+                    proxied,
+                    prio,
+                    created_on,
+                    created_on,
+                )
                 for rtype, rname, content, ttl, proxied, prio in rows
             ],
         )
@@ -255,7 +265,12 @@ def seed(conn: sqlite3.Connection, now: float) -> None:
         for offset, (zone_name, status, plan) in enumerate(zones):
             host += 1
             insert_zone(
-                conn, zone_name, aid, status=status, plan=plan, created_on=SEED_EPOCH + offset * 3600,
+                conn,
+                zone_name,
+                aid,
+                status=status,
+                plan=plan,
+                created_on=SEED_EPOCH + offset * 3600,
                 host_number=host,
             )
     for email, first, last, accounts in SEED_USERS:

@@ -148,7 +148,9 @@ class SandboxApp:
         if endpoint == "revoke" and faults.roll(faults.revoke_503):
             self.counters.add("fault:revoke_503")
             return oauth.oauth_error(
-                503, "temporarily_unavailable", "The revocation service is temporarily unavailable.",
+                503,
+                "temporarily_unavailable",
+                "The revocation service is temporarily unavailable.",
                 [("Retry-After", str(faults.retry_after))],
             )
         return None
@@ -160,8 +162,11 @@ def _server_error(endpoint: str, status: int, retry_after: int) -> Response:
         return html_response(502, pages.edge_error_page(502))
     headers = [("Retry-After", str(retry_after))] if status == 503 else []
     if endpoint == "api":
-        response = api.api_error(status, 10001 if status == 500 else 10013, "Internal server error"
-                                 if status == 500 else "Service temporarily unavailable")
+        response = api.api_error(
+            status,
+            10001 if status == 500 else 10013,
+            "Internal server error" if status == 500 else "Service temporarily unavailable",
+        )
         response.headers.extend(headers)
         return response
     error = "server_error" if status == 500 else "temporarily_unavailable"
@@ -237,7 +242,7 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         req = Request(self.command, path, query, self.headers, body, self.client_address[0])
         try:
             response = app.handle(req)
-        except Exception:  # a bug in the sandbox must not kill the connection thread silently
+        except Exception:  # noqa: BLE001 - a sandbox bug must answer 500, not kill the connection thread
             traceback.print_exc(file=sys.stderr)
             response = json_response(500, {"error": "server_error", "error_description": "Sandbox internal error."})
         elapsed = (time.perf_counter() - started) * 1000

@@ -121,8 +121,17 @@ class SandboxProcess:
         """Start the process and wait until discovery answers."""
         if self._proc is not None:
             return self
-        args = [sys.executable, "-m", "cloudflare_sandbox", "--host", self.host, "--port", str(self.port),
-                "--db", self.db_path]
+        args = [
+            sys.executable,
+            "-m",
+            "cloudflare_sandbox",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--db",
+            self.db_path,
+        ]
         if self.enable_control:
             args.append("--enable-control")
         if self.quiet:
@@ -137,8 +146,16 @@ class SandboxProcess:
             args += ["--settings", json.dumps(self.initial_settings)]
         env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
-        for name in ("CF_SANDBOX_PORT", "CF_SANDBOX_HOST", "CF_SANDBOX_DB", "CF_SANDBOX_ENABLE_CONTROL",
-                     "CF_SANDBOX_ISSUER", "CF_SANDBOX_QUIET", "CF_SANDBOX_SETTINGS", "CF_SANDBOX_ACCESS_TTL"):
+        for name in (
+            "CF_SANDBOX_PORT",
+            "CF_SANDBOX_HOST",
+            "CF_SANDBOX_DB",
+            "CF_SANDBOX_ENABLE_CONTROL",
+            "CF_SANDBOX_ISSUER",
+            "CF_SANDBOX_QUIET",
+            "CF_SANDBOX_SETTINGS",
+            "CF_SANDBOX_ACCESS_TTL",
+        ):
             if name not in self.extra_env:
                 env.pop(name, None)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
@@ -323,9 +340,7 @@ class SandboxProcess:
     ) -> dict[str, Any]:
         """Full flow (authorize, consent, code exchange); returns the token response JSON."""
         verifier, challenge = pkce_pair()
-        url = self.authorize_url(
-            client_id=client_id, redirect_uri=redirect_uri, scope=scope, code_challenge=challenge
-        )
+        url = self.authorize_url(client_id=client_id, redirect_uri=redirect_uri, scope=scope, code_challenge=challenge)
         result = run_authorization(
             url, email=email, account_mode=account_mode, accounts=accounts, optional_scopes=optional_scopes
         )
@@ -333,7 +348,11 @@ class SandboxProcess:
         if not code:
             raise SandboxError(f"authorization failed: {result.params or result.status}")
         response = exchange_code(
-            self.base_url, code, verifier=verifier, redirect_uri=redirect_uri, client_id=client_id,
+            self.base_url,
+            code,
+            verifier=verifier,
+            redirect_uri=redirect_uri,
+            client_id=client_id,
             client_secret=client_secret,
         )
         if response.status_code != 200:
@@ -435,8 +454,9 @@ def run_authorization(
         if response.is_redirect:
             location = urljoin(response.url, response.headers["Location"])
             if not location.startswith(origin + "/"):
-                return AuthorizeResult(response.status_code, location, dict(parse_qsl(urlsplit(location).query)),
-                                       response, http, seen)
+                return AuthorizeResult(
+                    response.status_code, location, dict(parse_qsl(urlsplit(location).query)), response, http, seen
+                )
             response = http.get(location, allow_redirects=False, timeout=30)
             continue
         if response.status_code not in (200,) or "text/html" not in response.headers.get("Content-Type", ""):
@@ -463,8 +483,9 @@ def run_authorization(
             for scope in optional_scopes:
                 data_list.append(("optional_scope", scope))
             data_list.append(("decision", decision))
-            response = http.post(urljoin(response.url, form["action"]), data=data_list, allow_redirects=False,
-                                 timeout=30)
+            response = http.post(
+                urljoin(response.url, form["action"]), data=data_list, allow_redirects=False, timeout=30
+            )
             continue
         break
     return AuthorizeResult(response.status_code, None, {}, response, http, seen)
@@ -505,7 +526,11 @@ def refresh_tokens(
 
 
 def _token_call(
-    base_url: str, data: dict[str, str], client_id: str, client_secret: str, auth_method: str,
+    base_url: str,
+    data: dict[str, str],
+    client_id: str,
+    client_secret: str,
+    auth_method: str,
     session: requests.Session | None,
 ) -> requests.Response:
     http = session or requests

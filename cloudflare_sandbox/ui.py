@@ -150,8 +150,13 @@ def connected_apps(app: SandboxApp, req: Request) -> Response:
     for row in rows:
         entry = apps.setdefault(
             row["client_id"],
-            {"client_id": row["client_id"], "name": row["name"], "publisher_domain": row["publisher_domain"],
-             "scopes": [], "accounts": set()},
+            {
+                "client_id": row["client_id"],
+                "name": row["name"],
+                "publisher_domain": row["publisher_domain"],
+                "scopes": [],
+                "accounts": set(),
+            },
         )
         for scope in loads(row["scopes"]):
             if scope not in entry["scopes"]:

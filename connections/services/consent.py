@@ -119,11 +119,18 @@ def missing_scopes(*, grant: Grant) -> list[str]:
     return [s for s in dict.fromkeys(wanted) if s not in granted and s != OFFLINE_ACCESS]
 
 
-def requested_scopes_for(
-    *, app: OAuthApp, purpose: str, grant: Grant | None = None
-) -> list[str]:
-    """offline_access first, always; a full request, or only what a grant lacks."""
-    if purpose == AuthorizationRequest.Purpose.ADD_SCOPES and grant is not None:
+def requested_scopes_for(*, app: OAuthApp, purpose: str, grant: Grant | None = None) -> list[str]:
+    """offline_access first, always; then the app's scopes.
+
+    "Grant the missing permissions" asks for only the missing ones when
+    CLOUDFLARE_INCREMENTAL_CONSENT is on. It is off by default because whether Cloudflare merges an
+    incremental consent into the earlier one is unknown, and its OAuth server (Hydra) issues each
+    consent its own token with exactly the scopes of that consent: a token for the missing scopes
+    alone could not even read the user, and replacing the grant with it would lose every
+    permission granted before. So by default the request repeats the full list (the earlier
+    choices stay ticked on Cloudflare's screen) and the pre-consent page shows what is new.
+    """
+    if purpose == AuthorizationRequest.Purpose.ADD_SCOPES and grant is not None and settings.CLOUDFLARE_INCREMENTAL_CONSENT:
         return [OFFLINE_ACCESS, *missing_scopes(grant=grant)]
     return app.all_scopes
 

@@ -55,3 +55,78 @@ def test_it_connects_and_stores_the_grant_with_accounts_zones_and_scopes(cf_sand
     truth = cf_sandbox.state(client_id=cf_app.client_id)["grants"]
     assert len(truth) == 1 and truth[0]["status"] == "active"
     assert set(OPTIONAL) - set(truth[0]["scopes"]) == {"analytics.read"}
+
+
+def test_it_replaces_the_grant_of_the_same_cloudflare_user_and_revokes_the_old_one(
+    cf_sandbox, cf_app, owner_client, acme, settings, django_capture_on_commit_callbacks
+):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    connect_through_sandbox(owner_client, email=seed.ALICE_EMAIL)
+    old = Grant.objects.get()
+    with django_capture_on_commit_callbacks(execute=True):
+        connect_through_sandbox(owner_client, email=seed.ALICE_EMAIL)
+    new = Grant.objects.exclude(pk=old.pk).get()
+    old.refresh_from_db()
+    assert new.status == Grant.Status.ACTIVE
+    assert old.status == Grant.Status.DISCONNECTED and old.end_reason == Grant.EndReason.REPLACED
+    assert old.replaced_by == new
+    assert GrantEvent.objects.filter(grant=new, kind=GrantEvent.Kind.RECONNECTED).exists()
+    # History kept: the old grant's events are all still there.
+    assert {"connected", "disconnect_requested", "disconnected"} <= set(
+        GrantEvent.objects.filter(grant=old).values_list("kind", flat=True)
+    )
+    truth = {g["status"] for g in cf_sandbox.state(client_id=cf_app.client_id)["grants"]}
+    assert truth == {"active", "revoked"}
+    page = owner_client.get("/portal/").content.decode()
+    assert "Earlier connections" in page
+
+
+def test_it_keeps_separate_grants_for_different_cloudflare_users(cf_sandbox, cf_app, owner_client):
+    connect_through_sandbox(owner_client, email=seed.ALICE_EMAIL)
+    connect_through_sandbox(owner_client, email=seed.BOB_EMAIL)
+    assert Grant.objects.filter(status=Grant.Status.ACTIVE).count() == 2
+    bob = Grant.objects.get(cf_user_email=seed.BOB_EMAIL)
+    # Bob reaches Bigshop (125 zones, three pages of 50) and Acme Corp.
+    assert sum(a.zones.count() for a in bob.accounts.all()) == seed.BIGSHOP_ZONE_COUNT + 3
+
+
+def test_it_asks_only_for_the_missing_permissions_and_replaces_the_partial_grant(
+    cf_sandbox, cf_app, owner_client, settings, django_capture_on_commit_callbacks
+):
+    from urllib.parse import parse_qsl, urlsplit
+
+    from tests.clients.portal_flow import authorize_at_sandbox, callback_path, start_consent
+
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    connect_through_sandbox(owner_client, email=seed.ALICE_EMAIL, optional_scopes=["dns.write"])
+    partial = Grant.objects.get()
+    assert partial.declined_scopes == ["cache.purge", "zone-settings.read", "analytics.read"]
+    page = owner_client.get("/portal/").content.decode()
+    assert f"/oauth/grants/{partial.code}/add-permissions/" in page
+
+    url = start_consent(owner_client, f"/oauth/grants/{partial.code}/add-permissions/")
+    scope = dict(parse_qsl(urlsplit(url).query))["scope"]
+    assert scope.split(" ") == ["offline_access", "cache.purge", "zone-settings.read", "analytics.read"]
+    assert "%20" in url and "+" not in url.split("scope=")[1].split("&")[0]
+    with django_capture_on_commit_callbacks(execute=True):
+        owner_client.get(callback_path(authorize_at_sandbox(url, email=seed.ALICE_EMAIL)))
+    new = Grant.objects.exclude(pk=partial.pk).get()
+    assert GrantEvent.objects.filter(grant=new, kind=GrantEvent.Kind.SCOPES_ADDED).exists()
+    # Whatever Cloudflare granted on this consent is what counts (the token response's scope).
+    assert set(new.granted_scopes) == {"offline_access", "cache.purge", "zone-settings.read", "analytics.read"} | set(
+        new.granted_scopes
+    )
+    assert AuthorizationRequest.objects.filter(purpose="add_scopes").get().outcome == "granted"
+
+
+def test_debug_tmp(cf_sandbox, cf_app, owner_client):
+    from tests.clients.portal_flow import authorize_at_sandbox, callback_path, start_consent
+    connect_through_sandbox(owner_client, email=seed.ALICE_EMAIL, optional_scopes=["dns.write"])
+    partial = Grant.objects.get()
+    url = start_consent(owner_client, f"/oauth/grants/{partial.code}/add-permissions/")
+    loc = authorize_at_sandbox(url, email=seed.ALICE_EMAIL)
+    print("LOC", loc)
+    owner_client.get(callback_path(loc))
+    for e in GrantEvent.objects.all():
+        print(e.kind, e.message, e.detail)
+    assert 0

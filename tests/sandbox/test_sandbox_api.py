@@ -73,7 +73,11 @@ def test_zones_paginate_by_at_most_fifty(sandbox_clean):
         body = api.get("/zones", page=page, per_page=50).json()
         info = body["result_info"]
         assert info == {
-            "page": page, "per_page": 50, "count": [50, 50, 25][page - 1], "total_count": 125, "total_pages": 3,
+            "page": page,
+            "per_page": 50,
+            "count": [50, 50, 25][page - 1],
+            "total_count": 125,
+            "total_pages": 3,
         }
         names += [z["name"] for z in body["result"]]
     assert names == [f"bigshop-{i:03d}.com" for i in range(1, 126)]
@@ -87,8 +91,18 @@ def test_zones_paginate_by_at_most_fifty(sandbox_clean):
 
 def test_zone_objects_have_the_documented_fields(sandbox_clean):
     zone = _api(sandbox_clean).get("/zones", name="acme.com").json()["result"][0]
-    for field in ("id", "name", "status", "account", "plan", "paused", "type", "name_servers", "created_on",
-                  "modified_on"):
+    for field in (
+        "id",
+        "name",
+        "status",
+        "account",
+        "plan",
+        "paused",
+        "type",
+        "name_servers",
+        "created_on",
+        "modified_on",
+    ):
         assert field in zone
     assert zone["id"] == zone_id("acme.com")
     assert zone["account"] == {"id": ACME_CORP_ID, "name": "Acme Corp"}
@@ -177,8 +191,11 @@ def test_dns_records_can_be_listed_created_updated_and_deleted(sandbox_clean):
     assert {r["type"] for r in listed["result"]} == {"A", "TXT", "CNAME", "MX"}
     assert api.get(f"/zones/{zid}/dns_records", type="MX").json()["result"][0]["priority"] == 10
 
-    created = api.send("POST", f"/zones/{zid}/dns_records",
-                       {"type": "A", "name": "api", "content": "198.51.100.7", "ttl": 300, "proxied": True})
+    created = api.send(
+        "POST",
+        f"/zones/{zid}/dns_records",
+        {"type": "A", "name": "api", "content": "198.51.100.7", "ttl": 300, "proxied": True},
+    )
     assert created.status_code == 200, created.text
     record = created.json()["result"]
     assert record["name"] == "api.acme.net" and record["proxied"] is True and record["ttl"] == 300
@@ -187,8 +204,9 @@ def test_dns_records_can_be_listed_created_updated_and_deleted(sandbox_clean):
 
     patched = api.send("PATCH", f"/zones/{zid}/dns_records/{rid}", {"content": "198.51.100.8"}).json()["result"]
     assert patched["content"] == "198.51.100.8" and patched["ttl"] == 300
-    replaced = api.send("PUT", f"/zones/{zid}/dns_records/{rid}",
-                        {"type": "TXT", "name": "api.acme.net", "content": "hello"}).json()["result"]
+    replaced = api.send(
+        "PUT", f"/zones/{zid}/dns_records/{rid}", {"type": "TXT", "name": "api.acme.net", "content": "hello"}
+    ).json()["result"]
     assert replaced["type"] == "TXT" and replaced["ttl"] == 1 and replaced["proxied"] is False
 
     deleted = api.send("DELETE", f"/zones/{zid}/dns_records/{rid}")
@@ -208,8 +226,9 @@ def test_dns_validation_errors(sandbox_clean):
     assert _error_code(duplicate) == 81058
     conflict = api.send("POST", f"/zones/{zid}/dns_records", {"type": "A", "name": "www", "content": "192.0.2.9"})
     assert _error_code(conflict) == 81053
-    malformed = api.http.post(f"{api.base}/zones/{zid}/dns_records", data="{not json",
-                              headers={"Content-Type": "application/json"})
+    malformed = api.http.post(
+        f"{api.base}/zones/{zid}/dns_records", data="{not json", headers={"Content-Type": "application/json"}
+    )
     assert malformed.status_code == 400 and _error_code(malformed) == 6007
 
 
@@ -232,7 +251,10 @@ def test_the_scope_catalogue_lists_dot_style_scopes_with_names_and_categories(sa
     scopes = {s["id"]: s for s in body["result"]}
     assert len(scopes) >= 30
     assert scopes["user-details.read"] == {
-        "id": "user-details.read", "name": "User Details Read", "category": "account_and_billing", "scopes": [],
+        "id": "user-details.read",
+        "name": "User Details Read",
+        "category": "account_and_billing",
+        "scopes": [],
     }
     assert scopes["dns.write"]["name"] == "DNS Write"
     assert "dns.edit" not in scopes
@@ -241,8 +263,9 @@ def test_the_scope_catalogue_lists_dot_style_scopes_with_names_and_categories(sa
 
 
 def test_legacy_api_tokens_verify_and_work_with_their_permissions(sandbox_clean):
-    issued = sandbox_clean.create_api_token(user_email=BOB_EMAIL, name="migration", permissions=["Zone Read"],
-                                            accounts=[BIGSHOP_ID])
+    issued = sandbox_clean.create_api_token(
+        user_email=BOB_EMAIL, name="migration", permissions=["Zone Read"], accounts=[BIGSHOP_ID]
+    )
     assert issued["token"].startswith("cfut_") and len(issued["token"]) == 45
     api = Api(sandbox_clean, issued["token"])
     verify = api.get("/user/tokens/verify")

@@ -79,7 +79,8 @@ def test_the_session_cookie_is_httponly_and_samesite_lax(sandbox_clean):
 
 def test_a_wrong_password_is_refused(sandbox_clean):
     response = requests.post(
-        f"{sandbox_clean.base_url}/login", data={"email": "alice@example.com", "password": "nope"},
+        f"{sandbox_clean.base_url}/login",
+        data={"email": "alice@example.com", "password": "nope"},
         allow_redirects=False,
     )
     assert response.status_code == 401
@@ -133,8 +134,9 @@ def test_iss_is_left_out_when_send_iss_is_off(sandbox_clean):
 
 def test_deny_redirects_with_access_denied_and_the_state(sandbox_clean):
     _, challenge = pkce_pair()
-    result = run_authorization(sandbox_clean.authorize_url(code_challenge=challenge, state="deny-state-1"),
-                               decision="deny")
+    result = run_authorization(
+        sandbox_clean.authorize_url(code_challenge=challenge, state="deny-state-1"), decision="deny"
+    )
     assert result.status == 303
     assert result.params["error"] == "access_denied"
     assert result.params["state"] == "deny-state-1"
@@ -298,7 +300,10 @@ def test_specific_accounts_need_at_least_one_choice(sandbox_clean):
 
 def test_a_private_client_can_be_authorized_only_by_members_of_its_account(sandbox_clean):
     client = sandbox_clean.register_client(
-        name="Acme Internal", redirect_uris=[CALLBACK], scopes=["zone.read"], visibility="private",
+        name="Acme Internal",
+        redirect_uris=[CALLBACK],
+        scopes=["zone.read"],
+        visibility="private",
         owner_account_id=ACME_CORP_ID,
     )
     _, challenge = pkce_pair()

@@ -130,7 +130,10 @@ def test_a_code_cannot_be_redeemed_by_another_client(sandbox_clean):
     other = sandbox_clean.register_client(name="Other", redirect_uris=[CALLBACK], scopes=["zone.read"])
     code, verifier = _code(sandbox_clean)
     response = exchange_code(
-        sandbox_clean.base_url, code, verifier=verifier, client_id=other["client_id"],
+        sandbox_clean.base_url,
+        code,
+        verifier=verifier,
+        client_id=other["client_id"],
         client_secret=other["client_secret"],
     )
     _assert_invalid_grant(response)
@@ -141,7 +144,11 @@ def test_wrong_client_credentials_are_invalid_client_401(sandbox_clean, auth_met
     code, verifier = _code(sandbox_clean)
     for client_id, secret in ((DEMO_CLIENT_ID, "wrong-secret"), ("no-such-client", DEMO_CLIENT_SECRET)):
         response = exchange_code(
-            sandbox_clean.base_url, code, verifier=verifier, client_id=client_id, client_secret=secret,
+            sandbox_clean.base_url,
+            code,
+            verifier=verifier,
+            client_id=client_id,
+            client_secret=secret,
             auth_method=auth_method,
         )
         assert response.status_code == 401
@@ -158,13 +165,19 @@ def test_missing_client_credentials_are_invalid_request(sandbox_clean):
 
 def test_a_registered_authentication_method_is_enforced(sandbox_clean):
     client = sandbox_clean.register_client(
-        name="Basic only", redirect_uris=[CALLBACK], scopes=["offline_access", "zone.read"],
+        name="Basic only",
+        redirect_uris=[CALLBACK],
+        scopes=["offline_access", "zone.read"],
         token_endpoint_auth_method="client_secret_basic",
     )
     code, verifier = _code(sandbox_clean, client_id=client["client_id"], scope="offline_access zone.read")
     response = exchange_code(
-        sandbox_clean.base_url, code, verifier=verifier, client_id=client["client_id"],
-        client_secret=client["client_secret"], auth_method="post",
+        sandbox_clean.base_url,
+        code,
+        verifier=verifier,
+        client_id=client["client_id"],
+        client_secret=client["client_secret"],
+        auth_method="post",
     )
     assert response.status_code == 401 and response.json()["error"] == "invalid_client"
 
@@ -258,7 +271,9 @@ def test_a_refresh_token_is_bound_to_its_client(sandbox_clean):
     other = sandbox_clean.register_client(name="Other", redirect_uris=[CALLBACK], scopes=["zone.read"])
     tokens = sandbox_clean.connect()
     response = refresh_tokens(
-        sandbox_clean.base_url, tokens["refresh_token"], client_id=other["client_id"],
+        sandbox_clean.base_url,
+        tokens["refresh_token"],
+        client_id=other["client_id"],
         client_secret=other["client_secret"],
     )
     _assert_invalid_grant(response)

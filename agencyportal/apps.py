@@ -8,4 +8,4 @@ class AgencyPortalConfig(AppConfig):
     verbose_name = "Agency Portal"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import checks, security  # noqa: F401  (registers system checks and signal receivers)

@@ -7,10 +7,11 @@ Each changelist runs a fixed number of queries whatever the page size: relations
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Case, Count, Exists, OuterRef, Q, QuerySet, Value, When
 from django.http import HttpRequest
 
-from connections.models import LIVE_STATUSES
+from agencyportal.roles import ClientScopedAdminMixin
+from connections.models import LIVE_STATUSES, Grant
 
 from .models import Client, ClientMember, CloudflareAccount, Zone
 
@@ -24,10 +25,34 @@ class ClientMemberInline(admin.TabularInline):
     raw_id_fields = ("user",)
 
 
+class ConnectionFilter(admin.SimpleListFilter):
+    title = "connection"
+    parameter_name = "connection"
+
+    def lookups(self, request, model_admin):
+        return [(key, label) for key, label in CONNECTION_LABELS.items()]
+
+    def queryset(self, request, queryset):
+        if self.value() in CONNECTION_LABELS:
+            return queryset.filter(_connection=self.value())
+        return queryset
+
+
+CONNECTION_LABELS = {
+    "connected": "Connected",
+    "partial": "Partial (a permission missing or declined)",
+    "broken": "Broken (revoked, lost or failing)",
+    "none": "Not connected",
+}
+
+
 @admin.register(Client)
-class ClientAdmin(admin.ModelAdmin):
-    list_display = ("name", "account_manager", "is_active", "members_count", "live_grants", "accounts_count", "created_at")
-    list_filter = ("is_active", "account_manager")
+class ClientAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
+    client_path = ""
+    list_display = (
+        "name", "connection", "account_manager", "is_active", "members_count", "live_grants", "accounts_count", "created_at"
+    )
+    list_filter = (ConnectionFilter, "is_active", "account_manager")
     search_fields = ("name", "slug", "members__user__email", "cloudflare_accounts__name")
     list_select_related = ("account_manager",)
     prepopulated_fields = {"slug": ("name",)}
@@ -37,6 +62,10 @@ class ClientAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Client]:
         # Counts as annotations: one query for the page, not three per row. distinct=True
         # because the joins multiply rows.
+        # The connection summary is derived from subqueries so it can be filtered and sorted.
+        def grants(**filters):
+            return Exists(Grant.objects.filter(client=OuterRef("pk"), **filters))
+
         return (
             super()
             .get_queryset(request)
@@ -44,8 +73,25 @@ class ClientAdmin(admin.ModelAdmin):
                 _members=Count("members", distinct=True),
                 _live_grants=Count("grants", filter=Q(grants__status__in=LIVE_STATUSES), distinct=True),
                 _accounts=Count("cloudflare_accounts", distinct=True),
+                _connection=Case(
+                    When(grants(status=Grant.Status.REFRESH_FAILING), then=Value("broken")),
+                    When(~grants(status__in=LIVE_STATUSES) & grants(status__in=["revoked", "lost"]), then=Value("broken")),
+                    When(grants(status=Grant.Status.NEEDS_RECONSENT), then=Value("partial")),
+                    When(
+                        Exists(
+                            Grant.objects.filter(client=OuterRef("pk"), status=Grant.Status.ACTIVE).exclude(declined_scopes=[])
+                        ),
+                        then=Value("partial"),
+                    ),
+                    When(grants(status=Grant.Status.ACTIVE), then=Value("connected")),
+                    default=Value("none"),
+                ),
             )
         )
+
+    @admin.display(description="Connection", ordering="_connection")
+    def connection(self, obj: Client) -> str:
+        return CONNECTION_LABELS[obj._connection].split(" (")[0]
 
     @admin.display(description="Contacts", ordering="_members")
     def members_count(self, obj: Client) -> int:
@@ -61,7 +107,7 @@ class ClientAdmin(admin.ModelAdmin):
 
 
 @admin.register(ClientMember)
-class ClientMemberAdmin(admin.ModelAdmin):
+class ClientMemberAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
     list_display = ("user", "user__email", "client", "role", "invited_at", "joined_at")
     list_filter = ("role", ("joined_at", admin.EmptyFieldListFilter))
     search_fields = ("user__username", "user__email", "client__name")
@@ -83,7 +129,7 @@ class ZoneInline(admin.TabularInline):
 
 
 @admin.register(CloudflareAccount)
-class CloudflareAccountAdmin(admin.ModelAdmin):
+class CloudflareAccountAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
     list_display = ("name", "cf_account_id", "client", "oauth_access_enabled", "zones_count", "last_seen_at", "removed_at")
     list_filter = ("oauth_access_enabled", ("removed_at", admin.EmptyFieldListFilter))
     search_fields = ("name", "cf_account_id", "client__name")
@@ -101,7 +147,8 @@ class CloudflareAccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(Zone)
-class ZoneAdmin(admin.ModelAdmin):
+class ZoneAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
+    client_path = "account__client"
     list_display = ("name", "status", "plan_name", "account", "account__client", "last_seen_at", "removed_at")
     list_filter = ("status", ("removed_at", admin.EmptyFieldListFilter))
     search_fields = ("name", "cf_zone_id", "account__name", "account__client__name")

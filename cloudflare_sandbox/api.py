@@ -763,6 +763,7 @@ def dispatch(app: SandboxApp, req: Request, route: Route | None, params: dict[st
         return api_error(401, 1000, "Invalid API Token")
     if principal is None:
         return api_error(403, 9109, "Invalid access token")
+    app.peaks.hit(f"user:{principal.user_id}", now)
     settings = app.settings
     limit, window = int(settings.rate_limit), int(settings.rate_window)
     allowed, remaining, reset = app.ratelimiter.hit(principal.user_id, now, limit, window)

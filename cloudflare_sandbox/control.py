@@ -115,6 +115,7 @@ def _dispatch(app: SandboxApp, req: Request, method: str, parts: list[str]) -> R
     if head == "reset-counters" and not rest and method == "POST":
         app.counters.reset()
         app.ratelimiter.reset()
+        app.peaks.reset()
         with app.store.write() as conn:
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('reuse_total', '0')")
         return _ok({"ok": True})
@@ -201,6 +202,7 @@ def _state(app: SandboxApp, req: Request) -> dict[str, Any]:
         "grants": grants,
         "reuse_count": int(reuse["value"]) if reuse else 0,
         "calls": app.counters.snapshot(),
+        "peaks": app.peaks.snapshot(),
         "accounts": [
             {"id": a["id"], "name": a["name"], "oauth_app_access": a["oauth_disabled_at"] is None} for a in accounts
         ],

@@ -32,6 +32,7 @@ DEFAULT_SETTINGS: Final[dict[str, Any]] = {
     "scope_plus": "literal",
     "rate_limit": 1200,
     "rate_window": 300,
+    "ip_rate_limit": 0,
 }
 
 _INT_SETTINGS: Final = {
@@ -42,6 +43,7 @@ _INT_SETTINGS: Final = {
     "min_state_length",
     "rate_limit",
     "rate_window",
+    "ip_rate_limit",
 }
 _BOOL_SETTINGS: Final = {
     "rotate_refresh_tokens",
@@ -51,6 +53,28 @@ _BOOL_SETTINGS: Final = {
     "revoke_refresh_kills_access",
     "require_pkce",
 }
+
+#: Malformed token-endpoint answers for testing the client's response validation. The first group
+#: processes the request normally and then corrupts the JSON; the second (BAD_TOKEN_REPLACEMENTS)
+#: replaces the answer without touching any state.
+BAD_TOKEN_RESPONSES: Final = frozenset(
+    {
+        "no_access_token",
+        "no_token_type",
+        "wrong_token_type",
+        "expires_in_negative",
+        "expires_in_huge",
+        "expires_in_string",
+        "narrower_scope",
+        "html_200",
+        "non_json",
+        "empty_body",
+        "error_200",
+        "redirect",
+        "oversized",
+    }
+)
+BAD_TOKEN_REPLACEMENTS: Final = frozenset({"html_200", "non_json", "empty_body", "error_200", "redirect", "oversized"})
 
 FAULT_ENDPOINTS: Final = frozenset({"token", "revoke", "api", "auth", "userinfo"})
 DEFAULT_FAULT_ENDPOINTS: Final = frozenset({"token", "revoke", "api"})
@@ -163,6 +187,8 @@ class Faults:
         self.html_challenge = False
         self.drop_after_rotate = 0
         self.revoke_503 = 0.0
+        self.revoke_400 = False
+        self.bad_token_response: str | None = None
 
     def configure(self, config: dict[str, Any]) -> dict[str, Any]:
         """Validate and install a whole new configuration (missing keys mean "off")."""
@@ -177,6 +203,8 @@ class Faults:
             "html_challenge",
             "drop_after_rotate",
             "revoke_503",
+            "revoke_400",
+            "bad_token_response",
             "seed",
         }
         unknown = set(config) - known
@@ -191,7 +219,10 @@ class Faults:
         drops = config.get("drop_after_rotate", 0)
         if isinstance(drops, bool) or not isinstance(drops, int) or drops < 0:
             raise SettingsError("drop_after_rotate must be a non-negative integer")
-        for flag in ("storm_429", "html_challenge"):
+        bad = config.get("bad_token_response")
+        if bad is not None and bad not in BAD_TOKEN_RESPONSES:
+            raise SettingsError(f"bad_token_response must be one of {sorted(BAD_TOKEN_RESPONSES)}")
+        for flag in ("storm_429", "html_challenge", "revoke_400"):
             if not isinstance(config.get(flag, False), bool):
                 raise SettingsError(f"{flag} must be true or false")
         seed = config.get("seed")
@@ -208,6 +239,8 @@ class Faults:
             "html_challenge": config.get("html_challenge", False),
             "drop_after_rotate": drops,
             "revoke_503": _rate(config.get("revoke_503", 0.0), "revoke_503"),
+            "revoke_400": config.get("revoke_400", False),
+            "bad_token_response": bad,
         }
         with self._lock:
             self._rng = random.Random(seed)
@@ -234,6 +267,8 @@ class Faults:
                 "html_challenge": self.html_challenge,
                 "drop_after_rotate": self.drop_after_rotate,
                 "revoke_503": self.revoke_503,
+                "revoke_400": self.revoke_400,
+                "bad_token_response": self.bad_token_response,
                 "seed": self._config.get("seed"),
             }
 
@@ -318,3 +353,38 @@ class RateLimiter:
         """Forget all windows and blocks."""
         with self._lock:
             self._buckets.clear()
+
+
+class PeakMeter:
+    """Highest number of requests seen in any one second, per key (``ip:…``, ``user:…``).
+
+    Benchmarks report peak request rates per IP and per Cloudflare user against Cloudflare's
+    limits (200 req/s per IP, 1200 per 5 minutes per user [doc]).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: dict[str, tuple[int, int]] = {}
+        self._peaks: dict[str, int] = {}
+
+    def hit(self, key: str, now: float) -> int:
+        """Count a request; returns how many this key made in the current second."""
+        second = int(now)
+        with self._lock:
+            current_second, count = self._current.get(key, (second, 0))
+            count = count + 1 if current_second == second else 1
+            self._current[key] = (second, count)
+            if count > self._peaks.get(key, 0):
+                self._peaks[key] = count
+            return count
+
+    def snapshot(self) -> dict[str, int]:
+        """Peak requests per second per key."""
+        with self._lock:
+            return dict(self._peaks)
+
+    def reset(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._current.clear()
+            self._peaks.clear()

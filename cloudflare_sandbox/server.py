@@ -9,6 +9,7 @@ are never logged.
 
 from __future__ import annotations
 
+import json
 import secrets
 import socket
 import sys
@@ -20,10 +21,10 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from . import api, control, oauth, pages, ui
-from .runtime import Clock, Counters, Faults, RateLimiter, Settings
+from .runtime import BAD_TOKEN_REPLACEMENTS, Clock, Counters, Faults, PeakMeter, RateLimiter, Settings
 from .seed import apply_environment, seed
 from .store import Store
-from .web import Request, Response, html_response, json_response
+from .web import Request, Response, html_response, json_response, redirect
 
 MAX_BODY = 10 * 1024 * 1024
 
@@ -46,6 +47,7 @@ class SandboxApp:
         self.faults = Faults()
         self.counters = Counters()
         self.ratelimiter = RateLimiter()
+        self.peaks = PeakMeter()
         self.clock = Clock()
         self.issuer = issuer.rstrip("/")
         self.control_enabled = control_enabled
@@ -69,6 +71,7 @@ class SandboxApp:
         self.settings.reset()
         self.counters.reset()
         self.ratelimiter.reset()
+        self.peaks.reset()
         self.clock.offset = 0.0
         with self.store.write() as conn:
             self.store.wipe(conn)
@@ -96,6 +99,11 @@ class SandboxApp:
         if path == api.API_PREFIX or path.startswith(api.API_PREFIX + "/"):
             route, params, key = api.match(req)
             self.counters.add("api", key)
+            per_second = self.peaks.hit(f"ip:{req.client_ip}", self.clock.now())
+            ip_limit = int(self.settings.ip_rate_limit)
+            if ip_limit and per_second > ip_limit:
+                self.counters.add("ip_rate_limited")
+                return api.rate_limited(1)
             return self._faulted("api", req) or api.dispatch(self, req, route, params)
         if path == "/oauth2/token":
             keys = ["token"]
@@ -103,7 +111,16 @@ class SandboxApp:
             if grant_type in ("authorization_code", "refresh_token"):
                 keys.append(f"token:{grant_type}")
             self.counters.add(*keys, f"{method} /oauth2/token")
-            return self._faulted("token", req) or oauth.token(self, req)
+            self.peaks.hit(f"ip:{req.client_ip}", self.clock.now())
+            faulted = self._faulted("token", req)
+            if faulted:
+                return faulted
+            response = oauth.token(self, req)
+            bad = self.faults.bad_token_response
+            if bad and response.status == 200 and not response.drop_connection:
+                self.counters.add(f"fault:{bad}")
+                return _corrupt_token_response(bad, response)
+            return response
         if path == "/oauth2/revoke":
             self.counters.add("revoke", f"{method} /oauth2/revoke")
             return self._faulted("revoke", req) or oauth.revoke(self, req)
@@ -135,6 +152,9 @@ class SandboxApp:
         faults = self.faults
         if faults.latency_ms and endpoint in faults.latency_endpoints:
             time.sleep(faults.latency_ms / 1000)
+        if endpoint == "token" and faults.bad_token_response in BAD_TOKEN_REPLACEMENTS:
+            self.counters.add(f"fault:{faults.bad_token_response}")
+            return _bad_token_replacement(faults.bad_token_response)
         if endpoint == "token" and faults.html_challenge:
             self.counters.add("fault:html_challenge")
             return html_response(403, pages.challenge_page(), [("cf-mitigated", "challenge")])
@@ -153,6 +173,9 @@ class SandboxApp:
                 "The revocation service is temporarily unavailable.",
                 [("Retry-After", str(faults.retry_after))],
             )
+        if endpoint == "revoke" and faults.revoke_400:
+            self.counters.add("fault:revoke_400")
+            return oauth.oauth_error(400, "unsupported_token_type", "The token type is not supported.")
         return None
 
 
@@ -171,6 +194,43 @@ def _server_error(endpoint: str, status: int, retry_after: int) -> Response:
         return response
     error = "server_error" if status == 500 else "temporarily_unavailable"
     return oauth.oauth_error(status, error, "The authorization server encountered an unexpected condition.", headers)
+
+
+def _bad_token_replacement(mode: str) -> Response:
+    """A token-endpoint answer no client should accept (the request itself is not processed)."""
+    if mode == "html_200":
+        return html_response(200, "<!doctype html><html><body><h1>Welcome to Cloudflare</h1></body></html>")
+    if mode == "non_json":
+        return Response(200, b"OK", [("Content-Type", "text/plain")])
+    if mode == "empty_body":
+        return Response(200, b"", [("Content-Type", "application/json")])
+    if mode == "error_200":
+        return json_response(200, {"error": "invalid_grant", "error_description": "Reported with status 200."})
+    if mode == "redirect":
+        return redirect("https://evil.example/oauth2/token", status=307)
+    padding = "x" * MAX_BODY
+    return json_response(200, {"access_token": "cfoat_" + "A" * 43, "token_type": "bearer", "padding": padding})
+
+
+def _corrupt_token_response(mode: str, response: Response) -> Response:
+    """Damage one field of a real token response (the request was processed normally)."""
+    payload = json.loads(response.body)
+    if mode == "no_access_token":
+        payload.pop("access_token", None)
+    elif mode == "no_token_type":
+        payload.pop("token_type", None)
+    elif mode == "wrong_token_type":
+        payload["token_type"] = "mac"
+    elif mode == "expires_in_negative":
+        payload["expires_in"] = -1
+    elif mode == "expires_in_huge":
+        payload["expires_in"] = 10**12
+    elif mode == "expires_in_string":
+        payload["expires_in"] = str(payload.get("expires_in"))
+    elif mode == "narrower_scope":
+        scopes = payload.get("scope", "").split(" ")
+        payload["scope"] = " ".join(scopes[:-1]) if len(scopes) > 1 else ""
+    return json_response(200, payload, [("Cache-Control", "no-store"), ("Pragma", "no-cache")])
 
 
 def _not_found() -> Response:

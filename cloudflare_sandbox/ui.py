@@ -74,9 +74,10 @@ def login_redirect(req: Request) -> Response:
     return redirect("/login?next=" + quote(target, safe=""))
 
 
-def _cookie(app: SandboxApp, value: str, *, max_age: int) -> tuple[str, str]:
-    secure = "; Secure" if app.issuer.startswith("https://") else ""
-    return ("Set-Cookie", f"{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
+def _cookie(value: str, *, max_age: int) -> tuple[str, str]:
+    """The session cookie: HttpOnly and SameSite=Lax (Strict would drop it on the way back from an
+    OAuth redirect). No ``Secure`` flag: the sandbox is served over plain HTTP on the loopback."""
+    return ("Set-Cookie", f"{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}")
 
 
 def login_get(app: SandboxApp, req: Request) -> Response:
@@ -103,7 +104,7 @@ def login_post(app: SandboxApp, req: Request) -> Response:
             "INSERT INTO sessions(id_hash, user_id, csrf_token, created_at) VALUES (?,?,?,?)",
             (sha256_hex(raw), user["id"], secrets.token_urlsafe(32), now),
         )
-    return redirect(next_url, headers=[_cookie(app, raw, max_age=SESSION_TTL)])
+    return redirect(next_url, headers=[_cookie(raw, max_age=SESSION_TTL)])
 
 
 def logout(app: SandboxApp, req: Request) -> Response:
@@ -113,7 +114,7 @@ def logout(app: SandboxApp, req: Request) -> Response:
         with app.store.write() as conn:
             conn.execute("DELETE FROM sessions WHERE id_hash=?", (sha256_hex(raw),))
     target = safe_next(req.arg("next"), default="/login")
-    return redirect(target, headers=[_cookie(app, "", max_age=0)])
+    return redirect(target, headers=[_cookie("", max_age=0)])
 
 
 def home(app: SandboxApp, req: Request) -> Response:

@@ -8,15 +8,20 @@ test_admin.py).
 
 from __future__ import annotations
 
+import csv
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from agencyportal.roles import ClientScopedAdminMixin
+
 from . import crypto
-from .models import Alert, AuthorizationRequest, Grant, GrantEvent, OAuthApp
+from .models import LIVE_STATUSES, Alert, AuthorizationRequest, Grant, GrantEvent, OAuthApp
 
 SECRET_FIELD_NAMES = (
     "client_secret",
@@ -123,7 +128,7 @@ class OAuthAppAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
 
 
 @admin.register(AuthorizationRequest)
-class AuthorizationRequestAdmin(NoSecretLookupsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class AuthorizationRequestAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "client", "user", "purpose", "outcome", "error_code", "created_at", "consumed_at", "grant")
     list_filter = ("outcome", "purpose", "app")
     search_fields = ("client__name", "user__email", "error_code")
@@ -184,8 +189,39 @@ class ScopeCoverageFilter(admin.SimpleListFilter):
         return queryset
 
 
+class AttentionFilter(admin.SimpleListFilter):
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return (("reconsent", "Needs re-consent or lost"), ("health", "Failing health checks"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "reconsent":
+            return queryset.filter(status__in=[Grant.Status.NEEDS_RECONSENT, Grant.Status.LOST])
+        if self.value() == "health":
+            return queryset.filter(status__in=LIVE_STATUSES, health__in=[Grant.Health.FAILING, Grant.Health.DEGRADED])
+        return queryset
+
+
+class ExpiryFilter(admin.SimpleListFilter):
+    title = "access expiry"
+    parameter_name = "expiry"
+
+    def lookups(self, request, model_admin):
+        return (("soon", "Within 1 hour"), ("overdue", "Refresh overdue"))
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "soon":
+            return queryset.filter(status__in=LIVE_STATUSES, access_expires_at__lte=now + timedelta(hours=1))
+        if self.value() == "overdue":
+            return queryset.filter(status__in=LIVE_STATUSES, next_refresh_at__lt=now - timedelta(minutes=5))
+        return queryset
+
+
 @admin.register(Grant)
-class GrantAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
+class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin):
     list_display = (
         "cf_user_email",
         "client",
@@ -199,7 +235,16 @@ class GrantAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
         "last_refreshed_at",
         "last_checked_at",
     )
-    list_filter = ("status", "health", ScopeCoverageFilter, "app", "client__account_manager", "authorized_at")
+    list_filter = (
+        "status",
+        "health",
+        AttentionFilter,
+        ExpiryFilter,
+        ScopeCoverageFilter,
+        "app",
+        "client__account_manager",
+        "authorized_at",
+    )
     search_fields = ("client__name", "cf_user_email", "accounts__name", "accounts__zones__name")
     list_select_related = ("client", "app", "authorized_by")
     date_hierarchy = "authorized_at"
@@ -323,19 +368,78 @@ class EventCategoryFilter(admin.SimpleListFilter):
 
 
 @admin.register(GrantEvent)
-class GrantEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("at", "kind", "client", "grant", "actor_type", "actor", "message")
+class GrantEventAdmin(ClientScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("at", "kind", "category_label", "client", "grant", "actor_type", "actor", "message")
     list_filter = (EventCategoryFilter, "kind", "actor_type")
     search_fields = ("client__name", "grant__cf_user_email", "message")
     list_select_related = ("client", "grant__client", "actor")
     date_hierarchy = "at"
     raw_id_fields = ("grant", "client", "actor", "authorization_request")
+    actions = ["export_csv"]
+
+    @admin.display(description="What happened")
+    def category_label(self, obj: GrantEvent) -> str:
+        return dict(EventCategoryFilter.CATEGORIES).get(obj.category, "Lifecycle")
+
+    @admin.action(description="Export selected events as CSV", permissions=["view"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[GrantEvent]) -> HttpResponse:
+        # The queryset is already scoped to the clients this staff user may see.
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="grant-events.csv"'
+        writer = csv.writer(response)
+        writer.writerow(["at", "kind", "what happened", "client", "cloudflare user", "actor type", "actor", "message"])
+        rows = queryset.select_related("client", "grant", "actor").order_by("-at", "-id")
+        for e in rows.iterator(chunk_size=2000):
+            writer.writerow(
+                [
+                    e.at.isoformat(),
+                    e.kind,
+                    self.category_label(e),
+                    e.client.name,
+                    e.grant.cf_user_email if e.grant_id else "",
+                    e.actor_type,
+                    e.actor.get_username() if e.actor_id else "",
+                    _csv_safe(e.message),
+                ]
+            )
+        return response
+
+
+def _csv_safe(value: str) -> str:
+    """Neutralise spreadsheet formulas (CSV injection) in free text."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+class OpenFilter(admin.SimpleListFilter):
+    title = "open"
+    parameter_name = "open"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "Open"), ("no", "Resolved"))
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(resolved_at__isnull=self.value() == "yes")
+        return queryset
+
+
+class AcknowledgedFilter(admin.SimpleListFilter):
+    title = "acknowledged"
+    parameter_name = "acknowledged"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "Acknowledged"), ("no", "Not acknowledged"))
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(acknowledged_at__isnull=self.value() == "no")
+        return queryset
 
 
 @admin.register(Alert)
-class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AlertAdmin(ClientScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "kind", "client", "grant", "message", "is_open", "email_status", "webhook_status", "acknowledged_at")
-    list_filter = ("kind", ("resolved_at", admin.EmptyFieldListFilter), ("acknowledged_at", admin.EmptyFieldListFilter))
+    list_filter = ("kind", OpenFilter, AcknowledgedFilter)
     search_fields = ("client__name", "grant__cf_user_email", "message")
     list_select_related = ("client", "grant__client")
     date_hierarchy = "created_at"

@@ -59,6 +59,11 @@ def _consent_page(request: HttpRequest, *, purpose: str, grant: Grant | None) ->
         )
         return _see_other(start.url)
     lines = scope_lines(scopes, required=app.required_scopes)
+    new_lines = (
+        scope_lines(consent.missing_scopes(grant=grant), required=app.required_scopes)
+        if purpose == AuthorizationRequest.Purpose.ADD_SCOPES
+        else []
+    )
     response = render(
         request,
         "connections/consent.html",
@@ -69,6 +74,8 @@ def _consent_page(request: HttpRequest, *, purpose: str, grant: Grant | None) ->
             "grant": grant,
             "required": [line for line in lines if line.required],
             "optional": [line for line in lines if not line.required],
+            "new_lines": new_lines,
+            "incremental": set(scopes) != set(app.all_scopes),
             "ttl_minutes": settings.AUTHORIZATION_REQUEST_TTL // 60,
             "form": form,
         },

@@ -20,6 +20,10 @@ def _test_settings(settings):
     """Every test runs with dedicated encryption keys (never the dev key file) and a fast hasher."""
     settings.TOKEN_ENCRYPTION_KEYS = list(TEST_KEYS)
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Login throttling and staff MFA have their own tests (tests/test_staff_security.py), which
+    # switch them on; elsewhere they would only get in the way of logging personas in.
+    settings.AXES_ENABLED = False
+    settings.STAFF_OTP_REQUIRED = False
 
 
 def _db_vendor() -> str:
@@ -86,8 +90,7 @@ def cf_sandbox_process(tmp_path_factory):
 @pytest.fixture
 def cf_sandbox(cf_sandbox_process, settings):
     """The running sandbox with faults, settings and counters reset, and the portal pointed at it."""
-    cf_sandbox_process.clear_faults()
-    cf_sandbox_process.control("POST", "/__sandbox__/reset-counters")
+    _sandbox_clean(cf_sandbox_process)
     base = cf_sandbox_process.base_url
     settings.CLOUDFLARE_AUTHORIZE_URL = f"{base}/oauth2/auth"
     settings.CLOUDFLARE_TOKEN_URL = f"{base}/oauth2/token"
@@ -95,4 +98,12 @@ def cf_sandbox(cf_sandbox_process, settings):
     settings.CLOUDFLARE_API_BASE_URL = f"{base}/client/v4"
     settings.CLOUDFLARE_ISSUER = cf_sandbox_process.issuer
     yield cf_sandbox_process
-    cf_sandbox_process.clear_faults()
+    _sandbox_clean(cf_sandbox_process)
+
+
+def _sandbox_clean(process) -> None:
+    """Faults off, default settings, zero counters, the real clock."""
+    process.clear_faults()
+    process.reset_settings()
+    process.reset_counters()
+    process.set_clock(0)

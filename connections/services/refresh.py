@@ -355,11 +355,6 @@ def _on_invalid_client(grant: Grant, seen_gen: int, exc: cloudflare.InvalidClien
         Grant.objects.filter(pk=grant.pk, refresh_generation=seen_gen).update(
             refresh_lease_until=None, next_refresh_at=now + pause, last_error=str(exc)[:500]
         )
-        # Every grant of this app would get the same answer: push them back too, so a broken
-        # secret costs one token call per pause, not one per grant. No grant changes state.
-        Grant.objects.filter(app=app, status__in=REFRESHABLE_STATUSES, next_refresh_at__lt=now + pause).update(
-            next_refresh_at=now + pause
-        )
         alert = alert_open(
             kind=Alert.Kind.CLIENT_CONFIG,
             app=app,
@@ -373,6 +368,14 @@ def _on_invalid_client(grant: Grant, seen_gen: int, exc: cloudflare.InvalidClien
                 message="Cloudflare refused the OAuth app's credentials on refresh.",
                 detail={"error": exc.error, "http_status": exc.status, "app_id": app.pk},
             )
+    if alert is not None:
+        # Every grant of this app would get the same answer: push them back too, so a broken
+        # secret costs one token call per pause, not one per grant. No grant changes state.
+        # Only the worker that opened the alert does this, in its own statement after commit:
+        # two workers updating the same set of rows inside their transactions deadlock.
+        Grant.objects.filter(app=app, status__in=REFRESHABLE_STATUSES, next_refresh_at__lt=now + pause).update(
+            next_refresh_at=now + pause
+        )
     return Outcome.CLIENT_CONFIG
 
 

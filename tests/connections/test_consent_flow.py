@@ -90,7 +90,7 @@ def test_it_keeps_separate_grants_for_different_cloudflare_users(cf_sandbox, cf_
     assert sum(a.zones.count() for a in bob.accounts.all()) == seed.BIGSHOP_ZONE_COUNT + 3
 
 
-def test_it_asks_only_for_the_missing_permissions_and_replaces_the_partial_grant(
+def test_it_grants_the_missing_permissions_with_a_new_consent_that_replaces_the_partial_grant(
     cf_sandbox, cf_app, owner_client, settings, django_capture_on_commit_callbacks
 ):
     from urllib.parse import parse_qsl, urlsplit
@@ -104,29 +104,33 @@ def test_it_asks_only_for_the_missing_permissions_and_replaces_the_partial_grant
     page = owner_client.get("/portal/").content.decode()
     assert f"/oauth/grants/{partial.code}/add-permissions/" in page
 
+    pre = owner_client.get(f"/oauth/grants/{partial.code}/add-permissions/").content.decode()
+    assert "Clear Cloudflare&#x27;s cache for your sites" in pre or "Clear Cloudflare's cache" in pre
     url = start_consent(owner_client, f"/oauth/grants/{partial.code}/add-permissions/")
     scope = dict(parse_qsl(urlsplit(url).query))["scope"]
-    assert scope.split(" ") == ["offline_access", "cache.purge", "zone-settings.read", "analytics.read"]
-    assert "%20" in url and "+" not in url.split("scope=")[1].split("&")[0]
+    # Cloudflare's OAuth server gives each consent its own token: the full list is asked again.
+    assert scope.split(" ") == cf_app.all_scopes
     with django_capture_on_commit_callbacks(execute=True):
         owner_client.get(callback_path(authorize_at_sandbox(url, email=seed.ALICE_EMAIL)))
     new = Grant.objects.exclude(pk=partial.pk).get()
+    partial.refresh_from_db()
+    assert new.status == Grant.Status.ACTIVE and new.declined_scopes == []
     assert GrantEvent.objects.filter(grant=new, kind=GrantEvent.Kind.SCOPES_ADDED).exists()
-    # Whatever Cloudflare granted on this consent is what counts (the token response's scope).
-    assert set(new.granted_scopes) == {"offline_access", "cache.purge", "zone-settings.read", "analytics.read"} | set(
-        new.granted_scopes
-    )
+    assert partial.status == Grant.Status.DISCONNECTED and partial.replaced_by == new
     assert AuthorizationRequest.objects.filter(purpose="add_scopes").get().outcome == "granted"
 
 
-def test_debug_tmp(cf_sandbox, cf_app, owner_client):
-    from tests.clients.portal_flow import authorize_at_sandbox, callback_path, start_consent
-    connect_through_sandbox(owner_client, email=seed.ALICE_EMAIL, optional_scopes=["dns.write"])
-    partial = Grant.objects.get()
-    url = start_consent(owner_client, f"/oauth/grants/{partial.code}/add-permissions/")
-    loc = authorize_at_sandbox(url, email=seed.ALICE_EMAIL)
-    print("LOC", loc)
-    owner_client.get(callback_path(loc))
-    for e in GrantEvent.objects.all():
-        print(e.kind, e.message, e.detail)
-    assert 0
+def test_it_asks_only_for_the_missing_permissions_when_cloudflare_merges_consents(cf_app, owner_client, settings, acme):
+    from urllib.parse import parse_qsl, urlsplit
+
+    from tests import factories
+    from tests.clients.portal_flow import start_consent
+
+    settings.CLOUDFLARE_INCREMENTAL_CONSENT = True
+    grant = factories.GrantFactory(
+        client=acme, app=cf_app, granted_scopes=["offline_access", *cf_app.required_scopes, "dns.write"],
+        declined_scopes=["cache.purge", "zone-settings.read", "analytics.read"],
+    )
+    url = start_consent(owner_client, f"/oauth/grants/{grant.code}/add-permissions/")
+    scope = dict(parse_qsl(urlsplit(url).query))["scope"]
+    assert scope.split(" ") == ["offline_access", "cache.purge", "zone-settings.read", "analytics.read"]

@@ -19,13 +19,13 @@ def _zones(sandbox, access_token):
 
 def test_latency_is_added_only_where_asked(sandbox_clean):
     minted = sandbox_clean.mint_grants()[0]
-    sandbox_clean.set_faults(latency_ms=300, latency_endpoints=["token"])
+    sandbox_clean.set_faults(latency_ms=400, latency_endpoints=["token"])
     started = time.monotonic()
     assert refresh_tokens(sandbox_clean.base_url, minted["refresh_token"]).status_code == 200
-    assert time.monotonic() - started >= 0.3
+    assert time.monotonic() - started >= 0.4
     started = time.monotonic()
     assert _zones(sandbox_clean, minted["access_token"]).status_code in (200, 403)
-    assert time.monotonic() - started < 0.25
+    assert time.monotonic() - started < 0.35
 
 
 def test_a_5xx_rate_answers_500_502_or_503_and_changes_nothing(sandbox_clean):
@@ -143,3 +143,65 @@ def test_calls_per_endpoint_are_counted_even_when_faulted(sandbox_clean):
 def test_bad_fault_configurations_are_refused(sandbox_clean, faults):
     with pytest.raises(SandboxError):
         sandbox_clean.set_faults(**faults)
+
+
+@pytest.mark.parametrize(
+    ("mode", "check"),
+    [
+        ("no_access_token", lambda r: "access_token" not in r.json()),
+        ("no_token_type", lambda r: "token_type" not in r.json()),
+        ("wrong_token_type", lambda r: r.json()["token_type"] == "mac"),
+        ("expires_in_negative", lambda r: r.json()["expires_in"] == -1),
+        ("expires_in_huge", lambda r: r.json()["expires_in"] > 10**9),
+        ("expires_in_string", lambda r: r.json()["expires_in"] == "3600"),
+        ("narrower_scope", lambda r: "analytics.read" not in r.json()["scope"].split(" ")),
+    ],
+)
+def test_bad_token_responses_damage_a_processed_answer(sandbox_clean, mode, check):
+    minted = sandbox_clean.mint_grants(scopes=["offline_access", "zone.read", "analytics.read"])[0]
+    sandbox_clean.set_faults(bad_token_response=mode)
+    response = refresh_tokens(sandbox_clean.base_url, minted["refresh_token"])
+    assert response.status_code == 200
+    assert check(response)
+    assert sandbox_clean.grant(minted["grant_id"])["refresh_count"] == 1
+
+
+@pytest.mark.parametrize("mode", ["html_200", "non_json", "empty_body", "error_200", "redirect", "oversized"])
+def test_bad_token_responses_can_replace_the_answer_without_processing(sandbox_clean, mode):
+    minted = sandbox_clean.mint_grants()[0]
+    sandbox_clean.set_faults(bad_token_response=mode)
+    response = requests.post(
+        sandbox_clean.token_url(),
+        data={"grant_type": "refresh_token", "refresh_token": minted["refresh_token"]},
+        auth=AUTH,
+        allow_redirects=False,
+    )
+    if mode == "redirect":
+        assert response.status_code == 307 and response.headers["Location"].startswith("https://evil.example/")
+    else:
+        assert response.status_code == 200
+    if mode == "oversized":
+        assert len(response.content) > 10 * 1024 * 1024
+    assert sandbox_clean.grant(minted["grant_id"])["refresh_count"] == 0
+
+
+def test_revoke_can_answer_400_unsupported_token_type(sandbox_clean):
+    minted = sandbox_clean.mint_grants()[0]
+    sandbox_clean.set_faults(revoke_400=True)
+    response = requests.post(
+        f"{sandbox_clean.base_url}/oauth2/revoke", data={"token": minted["refresh_token"]}, auth=AUTH
+    )
+    assert response.status_code == 400 and response.json()["error"] == "unsupported_token_type"
+    assert sandbox_clean.grant(minted["grant_id"])["status"] == "active"
+
+
+def test_peak_rates_per_ip_and_user_are_recorded_and_the_ip_limit_can_be_enforced(sandbox_clean):
+    minted = sandbox_clean.mint_grants()[0]
+    sandbox_clean.settings(ip_rate_limit=3)
+    with requests.Session() as http:
+        http.headers["Authorization"] = f"Bearer {minted['access_token']}"
+        statuses = [http.get(f"{sandbox_clean.api_url}/zones").status_code for _ in range(8)]
+    assert 429 in statuses
+    peaks = sandbox_clean.state()["peaks"]
+    assert peaks["ip:127.0.0.1"] >= 4
+    assert peaks[f"user:{sandbox_clean.grant(minted['grant_id'])['user_id']}"] >= 1

@@ -1,0 +1,175 @@
+"""The fleet dashboard: a handful of aggregate queries, whatever the fleet size, and SVG charts
+rendered on the server (no CDN, no script, nothing for the CSP to allow)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from urllib.parse import urlencode
+
+from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models.functions import TruncDate
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from clients.models import Client
+from connections.models import LIVE_STATUSES, Alert, Grant, GrantEvent
+
+from .models import DailyFleetStats
+
+EXPIRING_SOON = timedelta(hours=1)
+REVOKED_RECENTLY = timedelta(days=7)
+CHART_DAYS = 30
+
+HEALTH_COLOURS = {"healthy": "#2e7d32", "degraded": "#f9a825", "failing": "#c62828", "unknown": "#9e9e9e"}
+
+
+@dataclass(frozen=True)
+class Tile:
+    label: str
+    value: int
+    url: str
+    tone: str = "neutral"  # neutral / good / warn / bad
+
+
+def _changelist(model: str, **params: str) -> str:
+    return f"{reverse(f'admin:{model}_changelist')}?{urlencode(params)}" if params else reverse(f"admin:{model}_changelist")
+
+
+def fleet_summary(*, grants, clients, alerts, now=None) -> dict:
+    """Counts for the tiles. `grants`, `clients`, `alerts` are the caller's (role-scoped) querysets.
+
+    Three queries: one aggregate over grants, one over clients, one over alerts.
+    """
+    now = now or timezone.now()
+    live = Q(status__in=LIVE_STATUSES)
+    g = grants.aggregate(
+        total=Count("id"),
+        active=Count("id", filter=Q(status=Grant.Status.ACTIVE)),
+        refresh_failing=Count("id", filter=Q(status=Grant.Status.REFRESH_FAILING)),
+        needs_reconsent=Count("id", filter=Q(status__in=[Grant.Status.NEEDS_RECONSENT, Grant.Status.LOST])),
+        disconnecting=Count("id", filter=Q(status=Grant.Status.DISCONNECTING)),
+        expiring=Count("id", filter=live & Q(access_expires_at__lte=now + EXPIRING_SOON)),
+        revoked_7d=Count("id", filter=Q(status=Grant.Status.REVOKED, ended_at__gte=now - REVOKED_RECENTLY)),
+        failing_checks=Count("id", filter=live & Q(health__in=[Grant.Health.FAILING, Grant.Health.DEGRADED])),
+    )
+    has_live_grant = Grant.objects.filter(client=OuterRef("pk"), status__in=LIVE_STATUSES)
+    c = clients.filter(is_active=True).aggregate(
+        total=Count("id"), without_grant=Count("id", filter=~Q(Exists(has_live_grant)))
+    )
+    open_alerts = alerts.filter(resolved_at__isnull=True, acknowledged_at__isnull=True).count()
+    since = (now - REVOKED_RECENTLY).strftime("%Y-%m-%d")
+    tiles = [
+        Tile("Active grants", g["active"], _changelist("connections_grant", status__exact="active"), "good"),
+        Tile("Refresh failing", g["refresh_failing"], _changelist("connections_grant", status__exact="refresh_failing"), "bad"),
+        Tile("Needs re-consent", g["needs_reconsent"], _changelist("connections_grant", attention="reconsent"), "warn"),
+        Tile("Access expiring within 1 h", g["expiring"], _changelist("connections_grant", expiry="soon"), "warn"),
+        Tile("Revoked in the last 7 days", g["revoked_7d"], _changelist("connections_grant", status__exact="revoked", ended_at__gte=since), "bad"),
+        Tile("Failing health checks", g["failing_checks"], _changelist("connections_grant", attention="health"), "bad"),
+        Tile("Revocation pending", g["disconnecting"], _changelist("connections_grant", status__exact="disconnecting"), "warn"),
+        Tile("Clients with no grant", c["without_grant"], _changelist("clients_client", connection="none"), "warn"),
+        Tile("Open alerts", open_alerts, _changelist("connections_alert", open="yes", acknowledged="no"), "bad"),
+    ]
+    return {"tiles": tiles, "grants_total": g["total"], "clients_total": c["total"]}
+
+
+def health_history(*, today: date | None = None, days: int = CHART_DAYS) -> list[tuple[date, dict]]:
+    """(day, {health: count}) for each of the last `days` days; days without a snapshot are empty. One query."""
+    today = today or timezone.localdate()
+    start = today - timedelta(days=days - 1)
+    rows = {r.date: r.grants_by_health for r in DailyFleetStats.objects.filter(date__gte=start, date__lte=today)}
+    return [(start + timedelta(days=i), rows.get(start + timedelta(days=i), {})) for i in range(days)]
+
+
+def refresh_success_history(*, events, today: date | None = None, days: int = CHART_DAYS) -> list[tuple[date, int, int]]:
+    """(day, refreshes that succeeded, refreshes that failed) per day, from the audit trail. One query."""
+    today = today or timezone.localdate()
+    start = today - timedelta(days=days - 1)
+    counts = (
+        events.filter(at__date__gte=start, kind__in=[GrantEvent.Kind.REFRESHED, GrantEvent.Kind.REFRESH_FAILED])
+        .annotate(day=TruncDate("at"))
+        .values("day")
+        .annotate(
+            ok=Count("id", filter=Q(kind=GrantEvent.Kind.REFRESHED)),
+            failed=Count("id", filter=Q(kind=GrantEvent.Kind.REFRESH_FAILED)),
+        )
+    )
+    by_day = {row["day"]: (row["ok"], row["failed"]) for row in counts}
+    return [(start + timedelta(days=i), *by_day.get(start + timedelta(days=i), (0, 0))) for i in range(days)]
+
+
+# --- SVG -----------------------------------------------------------------------------------------
+
+WIDTH, HEIGHT, PAD = 600, 160, 24
+
+
+def health_chart_svg(history: list[tuple[date, dict]]) -> str:
+    """A stacked bar per day: healthy / degraded / failing / unknown grants."""
+    peak = max((sum(h.values()) for _, h in history), default=0) or 1
+    bar_w = (WIDTH - 2 * PAD) / max(len(history), 1)
+    rects = []
+    for i, (day, health) in enumerate(history):
+        y = HEIGHT - PAD
+        for key in ("healthy", "degraded", "failing", "unknown"):
+            n = int(health.get(key, 0))
+            if not n:
+                continue
+            h = (HEIGHT - 2 * PAD) * n / peak
+            y -= h
+            rects.append(
+                (f"{PAD + i * bar_w + 1:.1f}", f"{y:.1f}", f"{max(bar_w - 2, 1):.1f}", f"{h:.1f}", HEALTH_COLOURS[key], f"{day:%d %b}: {n} {key}")
+            )
+    body = format_html_join(
+        "", '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>', rects
+    )
+    return _svg("Grant health per day, last 30 days", body, history[0][0] if history else None, history[-1][0] if history else None, peak)
+
+
+def refresh_chart_svg(history: list[tuple[date, int, int]]) -> str:
+    """Refresh success rate per day as bars (days without refreshes are left empty)."""
+    bar_w = (WIDTH - 2 * PAD) / max(len(history), 1)
+    rects = []
+    for i, (day, ok, failed) in enumerate(history):
+        total = ok + failed
+        if not total:
+            continue
+        rate = ok / total
+        h = (HEIGHT - 2 * PAD) * rate
+        colour = HEALTH_COLOURS["healthy"] if rate >= 0.99 else HEALTH_COLOURS["degraded"] if rate >= 0.9 else HEALTH_COLOURS["failing"]
+        rects.append(
+            (f"{PAD + i * bar_w + 1:.1f}", f"{HEIGHT - PAD - h:.1f}", f"{max(bar_w - 2, 1):.1f}", f"{h:.1f}", colour,
+             f"{day:%d %b}: {rate:.1%} of {total} refreshes succeeded")
+        )
+    body = format_html_join(
+        "", '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>', rects
+    )
+    return _svg("Refresh success rate per day, last 30 days", body, history[0][0] if history else None, history[-1][0] if history else None, "100%")
+
+
+def _svg(title: str, body, first: date | None, last: date | None, peak) -> str:
+    return format_html(
+        '<svg class="fleet-chart" viewBox="0 0 {w} {h}" role="img" aria-label="{t}" xmlns="http://www.w3.org/2000/svg">'
+        "<title>{t}</title>"
+        '<line x1="{p}" y1="{base}" x2="{right}" y2="{base}" stroke="#888" stroke-width="1"/>'
+        '<text x="{p}" y="{top}" font-size="10" fill="#666">{peak}</text>'
+        '<text x="{p}" y="{h}" font-size="10" fill="#666">{first}</text>'
+        '<text x="{right}" y="{h}" font-size="10" fill="#666" text-anchor="end">{last}</text>'
+        "{body}</svg>",
+        w=WIDTH, h=HEIGHT, t=title, p=PAD, base=HEIGHT - PAD, right=WIDTH - PAD, top=PAD - 6, peak=peak,
+        first=f"{first:%d %b}" if first else "", last=f"{last:%d %b}" if last else "", body=body,
+    )
+
+
+def fleet_stats_record(*, now=None) -> DailyFleetStats:
+    """Upsert today's snapshot of grant health and status (two aggregate queries)."""
+    now = now or timezone.now()
+    live = Grant.objects.filter(status__in=LIVE_STATUSES)
+    by_health = {r["health"]: r["n"] for r in live.values("health").annotate(n=Count("id")).order_by()}
+    by_status = {r["status"]: r["n"] for r in Grant.objects.values("status").annotate(n=Count("id")).order_by()}
+    stats, _ = DailyFleetStats.objects.update_or_create(
+        date=timezone.localdate(now),
+        defaults={"grants_by_health": by_health, "grants_by_status": by_status, "recorded_at": now},
+    )
+    return stats
+

@@ -1,0 +1,154 @@
+"""Benchmark: the health-check pipeline (sweep → Redis → K worker processes → sandbox API → PostgreSQL).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/agencyportal CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \\
+        .venv/bin/python bench/health_sweep.py [--n 10000] [--workers 4]
+
+Seeds N grants of the sandbox user alice (2 accounts, 4 zones: each check is GET /accounts plus
+one GET /zones per account = 3 API calls), makes every check due at once, runs the real sweep
+against K worker processes, and prints checks per second, the bare-loop ceiling (the same three
+calls per grant from K processes, no database or broker), their ratio, API calls per check, p95
+lateness against the due time, and peak worker memory.
+
+The synthetic grants each carry their own Cloudflare user id, so the per-user budget does not
+serialise them; the global cap (--global-rate, default the production 100 req/s) does apply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import (  # noqa: E402
+    WorkerPool,
+    log,
+    p95,
+    prepare_environment,
+    purge_queue,
+    setup_django,
+    start_sandbox,
+)
+
+
+def _bare_worker(api_url: str, tokens: list[str], accounts: list[str], out) -> None:
+    import requests
+
+    session = requests.Session()
+    done = 0
+    for token in tokens:
+        headers = {"Authorization": f"Bearer {token}"}
+        ok = session.get(f"{api_url}/accounts", headers=headers, params={"per_page": 50}, timeout=20).ok
+        for account in accounts:
+            ok &= session.get(
+                f"{api_url}/zones", headers=headers, params={"account.id": account, "per_page": 50}, timeout=20
+            ).ok
+        done += ok
+    out.put(done)
+
+
+def bare_loop(sandbox, tokens: list[str], *, workers: int) -> float:
+    from cloudflare_sandbox.seed import ACME_CORP_ID, ACME_STAGING_ID
+
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_bare_worker, args=(sandbox.api_url, tokens[i::workers], [ACME_CORP_ID, ACME_STAGING_ID], out))
+        for i in range(workers)
+    ]
+    started = time.monotonic()
+    for proc in procs:
+        proc.start()
+    ok = sum(out.get() for _ in procs)
+    elapsed = time.monotonic() - started
+    for proc in procs:
+        proc.join()
+    return ok / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=10_000, help="grants (default 10,000)")
+    parser.add_argument("--workers", type=int, default=4, help="worker processes K (default 4)")
+    parser.add_argument("--ttl", type=int, default=3600, help="access token lifetime at the sandbox (s)")
+    parser.add_argument("--sweep-interval", type=float, default=2.0, help="seconds between sweeps (beat: 60)")
+    parser.add_argument("--global-rate", type=int, default=100, help="CLOUDFLARE_GLOBAL_RATE for the run")
+    parser.add_argument("--user-budget", type=int, default=600, help="CLOUDFLARE_USER_BUDGET for the run")
+    parser.add_argument("--bare-n", type=int, default=500, help="grants checked in the bare loop")
+    parser.add_argument("--timeout", type=float, default=3600)
+    args = parser.parse_args()
+
+    env = prepare_environment(args)
+    setup_django(env)
+    from django.utils import timezone
+
+    from clients.models import Client
+    from connections.models import Grant
+    from connections.services.health import grants_dispatch_due_checks
+    from tests.faults.sandbox_grants import mint_grants, register_app
+
+    sandbox = start_sandbox(access_ttl=args.ttl)
+    pool = WorkerPool(concurrency=args.workers, log_path=Path(env["VAR_DIR"]) / "worker.log")
+    try:
+        client, _ = Client.objects.get_or_create(slug="bench", defaults={"name": "Bench client"})
+        app = register_app(sandbox, name="Bench app")
+
+        log(f"bare loop: {args.bare_n} checks (3 API calls each) with {args.workers} processes")
+        bare = mint_grants(sandbox, app=app, client=client, count=args.bare_n)
+        ceiling = bare_loop(sandbox, [g.access_token for g in bare], workers=args.workers)
+        Grant.objects.filter(pk__in=[g.pk for g in bare]).delete()
+        log(f"bare loop: {ceiling:.1f} checks/s")
+
+        log(f"seeding {args.n} grants at the sandbox")
+        mint_grants(sandbox, app=app, client=client, count=args.n)
+        now = timezone.now()
+        Grant.objects.filter(app=app).update(next_check_at=now, next_refresh_at=now + timedelta(days=1))
+
+        pool.start()
+        sandbox.reset_counters()
+        log(f"workers up ({args.workers} processes); sweeping every {args.sweep_interval}s")
+        t0 = time.monotonic()
+        last_print = 0.0
+        done = 0
+        while done < args.n and time.monotonic() - t0 < args.timeout:
+            grants_dispatch_due_checks()
+            time.sleep(args.sweep_interval)
+            done = Grant.objects.filter(app=app, last_checked_at__isnull=False).count()
+            if time.monotonic() - last_print >= 5:
+                log(f"progress: {done}/{args.n} checked, {done / (time.monotonic() - t0):.1f}/s")
+                last_print = time.monotonic()
+
+        checked = list(Grant.objects.filter(app=app, last_checked_at__isnull=False).values_list("last_checked_at", "health"))
+        last = max(at for at, _ in checked)
+        elapsed = (last - now).total_seconds()
+        rate = len(checked) / elapsed
+        lateness = [(at - now).total_seconds() for at, _ in checked]
+        calls = sandbox.state()["calls"]
+        api_calls = calls.get("api", 0)
+        health = {}
+        for _, h in checked:
+            health[h] = health.get(h, 0) + 1
+
+        print()
+        print(f"N={args.n} K={args.workers} sweep every {args.sweep_interval}s global cap={args.global_rate}/s")
+        print(f"checked:                  {len(checked)}/{args.n} in {elapsed:.1f}s")
+        print(f"pipeline:                 {rate:.1f} grants checked/s ({api_calls / elapsed:.1f} API req/s)")
+        print(f"bare API loop (K={args.workers}):    {ceiling:.1f} checks/s")
+        print(f"ratio pipeline/bare:      {rate / ceiling:.2f}")
+        print(f"API calls per check:      {api_calls / max(1, len(checked)):.2f}")
+        print(f"token calls:              {calls.get('token:refresh_token', 0)}")
+        print(f"p95 lateness vs due time: {p95(lateness):.1f}s (max {max(lateness):.1f}s)")
+        print(f"peak worker memory (RSS): {pool.peak_rss / 2**20:.0f} MiB for {args.workers + 1} processes")
+        print(f"health:                   {health}")
+    finally:
+        pool.stop()
+        purge_queue()
+        sandbox.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Benchmark: the refresh pipeline (sweep → Redis → K worker processes → sandbox → PostgreSQL).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/agencyportal CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \\
+        .venv/bin/python bench/refresh_sweep.py [--n 10000] [--workers 4]
+
+Seeds N grants (minted at the sandbox with POST /__sandbox__/grants, then bulk_create'd as portal
+grants with the same tokens), makes them due (all at once, or spread over --spread seconds), runs
+the real sweep every --sweep-interval seconds against K worker processes, and prints:
+
+- grants refreshed per second through the pipeline;
+- the same figure for a bare loop of token calls at the same concurrency (K processes): the ceiling;
+- their ratio;
+- token calls per refresh, from the sandbox's own counters (must be 1.00);
+- p95 lateness of refreshes against their due time;
+- peak memory of the worker processes (RSS, parent + pool).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import (  # noqa: E402
+    WorkerPool,
+    log,
+    p95,
+    prepare_environment,
+    purge_queue,
+    setup_django,
+    start_sandbox,
+)
+
+
+def _bare_worker(token_url: str, client_id: str, secret: str, tokens: list[str], out) -> None:
+    import requests
+
+    session = requests.Session()
+    done = 0
+    for token in tokens:
+        response = session.post(
+            token_url, data={"grant_type": "refresh_token", "refresh_token": token}, auth=(client_id, secret), timeout=20
+        )
+        done += response.status_code == 200
+    out.put(done)
+
+
+def bare_loop(sandbox, app, client, *, count: int, workers: int) -> float:
+    """Refreshes per second of K processes doing nothing but token calls (no DB, no broker)."""
+    from tests.faults.sandbox_grants import mint_grants
+
+    minted = mint_grants(sandbox, app=app, client=client, count=count)
+    tokens = [g.refresh_token for g in minted]
+    from connections.models import Grant
+
+    Grant.objects.filter(pk__in=[g.pk for g in minted]).delete()
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    chunks = [tokens[i::workers] for i in range(workers)]
+    procs = [
+        ctx.Process(target=_bare_worker, args=(sandbox.token_url(), app.client_id, app.client_secret, chunk, out))
+        for chunk in chunks
+    ]
+    started = time.monotonic()
+    for proc in procs:
+        proc.start()
+    ok = sum(out.get() for _ in procs)
+    elapsed = time.monotonic() - started
+    for proc in procs:
+        proc.join()
+    return ok / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=10_000, help="grants (default 10,000)")
+    parser.add_argument("--workers", type=int, default=4, help="worker processes K (default 4)")
+    parser.add_argument("--ttl", type=int, default=300, help="access token lifetime at the sandbox (s)")
+    parser.add_argument("--spread", type=float, default=0.0, help="spread the due times over S seconds")
+    parser.add_argument("--sweep-interval", type=float, default=2.0, help="seconds between sweeps (beat: 60)")
+    parser.add_argument("--global-rate", type=int, default=1000, help="CLOUDFLARE_GLOBAL_RATE for the run")
+    parser.add_argument("--user-budget", type=int, default=600, help="CLOUDFLARE_USER_BUDGET for the run")
+    parser.add_argument("--bare-n", type=int, default=2000, help="token calls in the bare loop")
+    parser.add_argument("--timeout", type=float, default=1800)
+    args = parser.parse_args()
+
+    env = prepare_environment(args)
+    setup_django(env)
+    import random
+
+    from django.utils import timezone
+
+    from clients.models import Client
+    from connections.models import Grant
+    from connections.services.refresh import grants_dispatch_due_refreshes
+    from tests.faults.sandbox_grants import mint_grants, register_app
+
+    sandbox = start_sandbox(access_ttl=args.ttl)
+    pool = WorkerPool(concurrency=args.workers, log_path=Path(env["VAR_DIR"]) / "worker.log")
+    try:
+        client, _ = Client.objects.get_or_create(slug="bench", defaults={"name": "Bench client"})
+        app = register_app(sandbox, name="Bench app")
+
+        log(f"bare loop: {args.bare_n} token calls with {args.workers} processes")
+        ceiling = bare_loop(sandbox, app, client, count=args.bare_n, workers=args.workers)
+        log(f"bare loop: {ceiling:.1f} refreshes/s")
+
+        log(f"seeding {args.n} grants at the sandbox (access TTL {args.ttl}s)")
+        started = time.monotonic()
+        grants = mint_grants(sandbox, app=app, client=client, count=args.n)
+        log(f"seeded in {time.monotonic() - started:.1f}s")
+
+        now = timezone.now()
+        due = {}
+        rows = list(Grant.objects.filter(app=app).only("pk"))
+        for grant in rows:
+            grant.next_refresh_at = now + timedelta(seconds=random.uniform(0, args.spread))
+            grant.authorized_at = now - timedelta(seconds=args.ttl)
+            grant.access_expires_at = now + timedelta(seconds=args.ttl * 0.2)
+            due[grant.pk] = grant.next_refresh_at
+        Grant.objects.bulk_update(rows, ["next_refresh_at", "authorized_at", "access_expires_at"], batch_size=2000)
+        del grants
+
+        pool.start()
+        sandbox.reset_counters()
+        log(f"workers up ({args.workers} processes); sweeping every {args.sweep_interval}s")
+        t0 = time.monotonic()
+        last_print = 0.0
+        done = 0
+        while done < args.n and time.monotonic() - t0 < args.timeout:
+            grants_dispatch_due_refreshes()
+            time.sleep(args.sweep_interval)
+            done = Grant.objects.filter(app=app, refresh_generation__gte=1).count()
+            if time.monotonic() - last_print >= 5:
+                elapsed = time.monotonic() - t0
+                log(f"progress: {done}/{args.n} refreshed, {done / elapsed:.1f}/s")
+                last_print = time.monotonic()
+        refreshed = Grant.objects.filter(app=app, refresh_generation__gte=1)
+        finished = list(refreshed.values_list("pk", "last_refreshed_at"))
+        first_due = min(due.values())
+        last = max(at for _, at in finished)
+        elapsed = (last - first_due).total_seconds()
+        rate = len(finished) / elapsed
+        lateness = [(at - due[pk]).total_seconds() for pk, at in finished]
+        from django.db.models import Sum
+
+        # A grant refreshed twice during a long run (short TTL) counts twice: calls per *refresh*.
+        refreshes = Grant.objects.filter(app=app).aggregate(n=Sum("refresh_generation"))["n"] or 0
+        calls = sandbox.state()["calls"].get("token:refresh_token", 0)
+        reuse = sandbox.state(client_id=app.client_id)["reuse_count"]
+        statuses = dict.fromkeys(("active", "refresh_failing", "revoked", "lost"), 0)
+        for status in Grant.objects.filter(app=app).values_list("status", flat=True):
+            statuses[status] = statuses.get(status, 0) + 1
+
+        print()
+        print(f"N={args.n} K={args.workers} access_ttl={args.ttl}s sweep every {args.sweep_interval}s "
+              f"spread={args.spread}s global cap={args.global_rate}/s")
+        print(f"refreshed:                {len(finished)}/{args.n} in {elapsed:.1f}s")
+        print(f"pipeline:                 {rate:.1f} grants refreshed/s")
+        print(f"bare token loop (K={args.workers}):  {ceiling:.1f} refreshes/s")
+        print(f"ratio pipeline/bare:      {rate / ceiling:.2f}")
+        print(f"token calls per refresh:  {calls / max(1, refreshes):.2f} ({calls} calls, {refreshes} refreshes)")
+        print(f"refresh-token reuses:     {reuse}")
+        print(f"p95 lateness vs due time: {p95(lateness):.1f}s (max {max(lateness):.1f}s)")
+        print(f"peak worker memory (RSS): {pool.peak_rss / 2**20:.0f} MiB for {args.workers + 1} processes")
+        print(f"grant statuses:           {statuses}")
+    finally:
+        pool.stop()
+        purge_queue()
+        sandbox.stop()
+
+
+if __name__ == "__main__":
+    main()

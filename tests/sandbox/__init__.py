@@ -1,0 +1,3 @@
+"""Tests of the Cloudflare sandbox itself."""
+
+from __future__ import annotations

@@ -34,4 +34,6 @@ app.conf.beat_schedule = {
         "task": "connections.tasks.sweep_pending_revocations_task",
         "schedule": crontab(minute="*"),
     },
+    # Snapshot grant health for the dashboard's 30-day chart, hourly. https://crontab.guru/#7_*_*_*_*
+    "record-fleet-stats": {"task": "agencyportal.tasks.record_fleet_stats_task", "schedule": crontab(minute=7)},
 }

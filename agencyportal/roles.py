@@ -53,6 +53,13 @@ class ClientScopedAdminMixin:
             return queryset
         return queryset.filter(**{self._client_filter(): request.user})
 
+    def get_list_filter(self, request: HttpRequest):
+        # The "account manager" filter would list every manager's name: only for those who see all.
+        filters = super().get_list_filter(request)
+        if staff_sees_all_clients(request):
+            return filters
+        return [f for f in filters if not (isinstance(f, str) and f.endswith("account_manager"))]
+
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         # Choices in forms (e.g. the client of a new contact) are scoped the same way.
         from clients.models import Client

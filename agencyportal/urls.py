@@ -4,10 +4,6 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-admin.site.site_header = "Agency Portal administration"
-admin.site.site_title = "Agency Portal"
-admin.site.index_title = "Clients and Cloudflare connections"
-
 urlpatterns = [
     path("", RedirectView.as_view(url="/portal/", permanent=False)),
     path("admin/", admin.site.urls),

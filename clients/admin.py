@@ -113,6 +113,7 @@ class ClientMemberAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
     search_fields = ("user__username", "user__email", "client__name")
     list_select_related = ("user", "client")
     raw_id_fields = ("user", "invited_by")
+    autocomplete_fields = ("client",)
     readonly_fields = ("invited_at", "joined_at")
 
 

@@ -1,0 +1,77 @@
+"""The fleet dashboard: right numbers, links to the filtered lists, charts, constant queries."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from agencyportal.dashboard import fleet_stats_record
+from agencyportal.models import DailyFleetStats
+from connections.models import Grant, GrantEvent
+from tests import factories
+
+
+def _seed(n: int) -> None:
+    app = factories.OAuthAppFactory()
+    now = timezone.now()
+    for i in range(n):
+        grant = factories.GrantFactory(app=app, access_expires_at=now + timedelta(minutes=30 if i % 2 else 300))
+        factories.GrantEventFactory(grant=grant, kind=GrantEvent.Kind.REFRESHED)
+        factories.GrantEventFactory(grant=grant, kind=GrantEvent.Kind.REFRESH_FAILED)
+        factories.AlertFactory(grant=grant)
+    fleet_stats_record()
+
+
+def _queries(admin_client) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        assert admin_client.get(reverse("admin:index")).status_code == 200
+    return len(ctx.captured_queries)
+
+
+def test_it_costs_the_same_number_of_queries_for_1_and_50_grants(admin_client):
+    _seed(1)
+    one = _queries(admin_client)
+    _seed(49)
+    assert _queries(admin_client) == one
+
+
+def test_it_counts_the_fleet_and_links_each_number_to_its_list(admin_client):
+    now = timezone.now()
+    factories.GrantFactory(access_expires_at=now + timedelta(minutes=20))  # expiring soon
+    revoked = factories.GrantFactory()
+    revoked.clear_tokens()
+    revoked.status, revoked.ended_at = Grant.Status.REVOKED, now - timedelta(days=1)
+    revoked.save()
+    factories.ClientFactory(name="Lonely Client")  # no grant
+    body = admin_client.get(reverse("admin:index")).content.decode()
+    assert "?expiry=soon" in body and "?connection=none" in body and "status__exact=revoked" in body
+    # Each link opens a list that shows what the number counted.
+    soon = admin_client.get(reverse("admin:connections_grant_changelist") + "?expiry=soon").content.decode()
+    assert "1 grant" in soon
+    none = admin_client.get(reverse("admin:clients_client_changelist") + "?connection=none").content.decode()
+    assert "Lonely Client" in none
+
+
+def test_it_draws_the_health_and_refresh_charts_as_inline_svg(admin_client):
+    _seed(3)
+    DailyFleetStats.objects.create(
+        date=timezone.localdate() - timedelta(days=3), grants_by_health={"healthy": 2, "failing": 1}, recorded_at=timezone.now()
+    )
+    body = admin_client.get(reverse("admin:index")).content.decode()
+    assert body.count('<svg class="fleet-chart"') == 2
+    assert "2 healthy" in body and "1 failing" in body
+    assert "50.0% of 6 refreshes succeeded" in body
+    assert "<script" not in body.split('id="fleet-dashboard"')[1].split("</div>")[0]
+
+
+def test_it_records_one_snapshot_per_day(db):
+    factories.GrantFactory.create_batch(2)
+    fleet_stats_record()
+    fleet_stats_record()
+    stats = DailyFleetStats.objects.get()
+    assert stats.grants_by_status == {"active": 2}
+    assert stats.grants_by_health == {"unknown": 2}

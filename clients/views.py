@@ -45,17 +45,29 @@ HEALTH_TEXT = {
 
 
 def private_page(view):
-    """No caching anywhere and no Referer leaving the page: for pages that carry credentials,
-    OAuth parameters or personal data (security checklist OA-17)."""
+    """Never cached, and no Referer to any other site (security checklist OA-17).
+
+    `same-origin`, not `no-referrer`: under `no-referrer` Chromium sends `Origin: null` with a
+    form POST, which Django's CSRF check (rightly) refuses, so every form on the page would fail.
+    `same-origin` still sends nothing to Cloudflare or anyone else. Responses whose own URL carries a
+    secret (the callback, the invitation link, the redirect to Cloudflare) use `no_referrer`.
+    """
 
     @wraps(view)
     def wrapped(request, *args, **kwargs):
         response = view(request, *args, **kwargs)
         response["Cache-Control"] = "no-store"
-        response["Referrer-Policy"] = "no-referrer"
+        response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
 
     return wrapped
+
+
+def no_referrer(response: HttpResponse) -> HttpResponse:
+    """For a redirect away from a URL that carries a code, state or token."""
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
+    return response
 
 
 def portal_member_required(view):
@@ -82,7 +94,7 @@ class PortalLoginView(LoginView):
     def dispatch(self, request, *args, **kwargs):
         response = super().dispatch(request, *args, **kwargs)
         response["Cache-Control"] = "no-store"
-        response["Referrer-Policy"] = "no-referrer"
+        response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
 
 
@@ -194,7 +206,7 @@ def set_password(request: HttpRequest, token: str) -> HttpResponse:
     if user is None:
         return render(request, "clients/invite_invalid.html", status=400)
     request.session[INVITE_SESSION_KEY] = token
-    return redirect("clients:set_password_form")
+    return no_referrer(redirect("clients:set_password_form"))
 
 
 @require_http_methods(["GET", "POST"])

@@ -15,7 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from clients import selectors
-from clients.views import portal_member_required, private_page
+from clients.views import no_referrer, portal_member_required, private_page
 
 from .forms import ConfirmForm
 from .models import LIVE_STATUSES, AuthorizationRequest, Grant, GrantEvent
@@ -57,7 +57,8 @@ def _consent_page(request: HttpRequest, *, purpose: str, grant: Grant | None) ->
             purpose=purpose,
             replaces_grant=grant,
         )
-        return _see_other(start.url)
+        # The Cloudflare URL carries the state: no Referer from here on.
+        return no_referrer(_see_other(start.url))
     lines = scope_lines(scopes, required=app.required_scopes)
     new_lines = (
         scope_lines(consent.missing_scopes(grant=grant), required=app.required_scopes)
@@ -134,8 +135,9 @@ def callback(request: HttpRequest) -> HttpResponse:
         "request_id": auth_request.pk if auth_request is not None and result.reason != "other_session" else None,
     }
     is_member = selectors.member_for_user(user=request.user) is not None
-    # 303 to a clean URL: the code and state never stay in the address bar or the history.
-    return _see_other(reverse("clients:home" if is_member else "connections:result"))
+    # 303 to a clean URL: the code and state never stay in the address bar or the history, and
+    # no-referrer so the callback URL is not sent on as a Referer either.
+    return no_referrer(_see_other(reverse("clients:home" if is_member else "connections:result")))
 
 
 @require_GET

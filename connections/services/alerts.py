@@ -81,7 +81,7 @@ def alert_deliver(*, alert_id: int) -> None:
     done = {Alert.Delivery.SENT, Alert.Delivery.SKIPPED}
     updates: dict = {"email_status": email_status, "webhook_status": webhook_status}
     if email_status in done and webhook_status in done:
-        updates.update(delivered_at=timezone.now(), next_delivery_at=None, last_delivery_error="")
+        updates.update(delivered_at=timezone.now(), next_delivery_at=None, last_delivery_error="; ".join(errors)[:500])
         outcome = "delivered"
     elif alert.delivery_attempts >= settings.ALERT_DELIVERY_MAX_ATTEMPTS:
         # Give up: the row stays undelivered (visible in the admin) but leaves the queue.
@@ -209,11 +209,18 @@ def _send_webhook(alert: Alert, context: dict, errors: list[str]) -> str:
     url = settings.ALERT_WEBHOOK_URL
     if not url:
         return Alert.Delivery.SKIPPED
+    if not settings.ALERT_WEBHOOK_SECRET:
+        # Never send unsigned: a receiver could not tell our alerts from forged ones.
+        errors.append("webhook: ALERT_WEBHOOK_SECRET is not set; not sent")
+        return Alert.Delivery.SKIPPED
     body = json.dumps(webhook_payload(alert, context), separators=(",", ":")).encode()
     timestamp = str(int(time.time()))
-    headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp, "User-Agent": "agency-portal/1.0"}
-    if settings.ALERT_WEBHOOK_SECRET:
-        headers[SIGNATURE_HEADER] = sign(secret=settings.ALERT_WEBHOOK_SECRET, timestamp=timestamp, body=body)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "agency-portal/1.0",
+        TIMESTAMP_HEADER: timestamp,
+        SIGNATURE_HEADER: sign(secret=settings.ALERT_WEBHOOK_SECRET, timestamp=timestamp, body=body),
+    }
     try:
         response = requests.post(
             url, data=body, headers=headers, timeout=(5.0, settings.ALERT_WEBHOOK_TIMEOUT), allow_redirects=False

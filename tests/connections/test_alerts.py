@@ -189,3 +189,14 @@ def test_it_opens_a_transition_alert_once_and_enqueues_delivery_after_commit(acm
             second = alert_open(kind="revoked", grant=grant, message="revoked")
     assert first is not None and second is None
     delay.assert_called_once_with(first.pk)
+
+
+def test_it_never_sends_an_unsigned_webhook(revoked_alert, webhook, settings):
+    settings.ALERT_WEBHOOK_SECRET = ""
+
+    alert_deliver(alert_id=revoked_alert.pk)
+
+    assert webhook.received == []
+    revoked_alert.refresh_from_db()
+    assert revoked_alert.webhook_status == Alert.Delivery.SKIPPED
+    assert "ALERT_WEBHOOK_SECRET" in revoked_alert.last_delivery_error

@@ -66,6 +66,12 @@ def test_it_creates_one_bound_single_use_request_per_attempt(owner_client, oauth
     assert GrantEvent.objects.filter(kind=GrantEvent.Kind.CONSENT_STARTED, client=acme).count() == 2
 
 
+def test_the_redirect_to_cloudflare_carries_no_referrer(owner_client, oauth_app):
+    response = owner_client.post("/oauth/connect/")
+    assert response.status_code == 303
+    assert response["Referrer-Policy"] == "no-referrer" and response["Cache-Control"] == "no-store"
+
+
 def test_the_authorize_url_asks_for_offline_access_first_with_spaces_as_percent_20(owner_client, oauth_app, settings):
     url, params = start(owner_client)
     assert url.startswith(settings.CLOUDFLARE_AUTHORIZE_URL + "?")
@@ -95,7 +101,7 @@ def test_the_pre_consent_page_explains_each_scope_in_plain_words(owner_client, o
     assert oauth_app.name in body and oauth_app.publisher_domain in body
     assert "Continue to Cloudflare" in body
     assert response["Cache-Control"] == "no-store"
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "same-origin"
     # The form's redirect goes to Cloudflare: this page alone allows that origin in form-action.
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.CLOUDFLARE_AUTHORIZE_URL))
     csp = response["Content-Security-Policy"]

@@ -73,7 +73,6 @@ def test_a_contact_connects_one_account_declines_a_scope_and_disconnects(
     admin_page.fill("input[name=otp_token]", otp_code())
     admin_page.click("input[type=submit]")
     admin_page.wait_for_url(re.compile(r".*/admin/clients/client/$"))
-    open('/tmp/admin_page.html','w').write(admin_page.content())
     admin_page.check(f"input[name=_selected_action][value='{acme.pk}']")
     admin_page.select_option("select[name=action]", "invite_contact")
     admin_page.click("button[name=index]")

@@ -74,8 +74,12 @@ def _ensure_pg_database(parts, name: str) -> None:
 
 def setup_django(env: dict[str, str]) -> None:
     log(f"migrating {env['DATABASE_URL'].rsplit('@', 1)[-1]}")
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env={**os.environ, **env},
-                   check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=True,
+    )
     sys.path.insert(0, str(ROOT))
     import django
 
@@ -129,9 +133,30 @@ class WorkerPool:
         queue = os.environ["CELERY_TASK_DEFAULT_QUEUE"]
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(
-                [CELERY, "-A", "agencyportal", "worker", "-l", "warning", "-P", "prefork", "-c", str(self.concurrency),
-                 "-Q", queue, "-n", f"{queue}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                cwd=ROOT, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    CELERY,
+                    "-A",
+                    "agencyportal",
+                    "worker",
+                    "-l",
+                    "warning",
+                    "-P",
+                    "prefork",
+                    "-c",
+                    str(self.concurrency),
+                    "-Q",
+                    queue,
+                    "-n",
+                    f"{queue}@%h",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                ],
+                cwd=ROOT,
+                env=os.environ.copy(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         # Ready when the pool children exist (the banner is not printed at level warning).
         deadline = time.monotonic() + 60

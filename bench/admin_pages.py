@@ -49,7 +49,9 @@ def main() -> None:
 
     settings.ALLOWED_HOSTS = ["testserver", *settings.ALLOWED_HOSTS]
     settings.DEBUG = False
-    print(f"Database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} {settings.DATABASES['default']['NAME']}")
+    print(
+        f"Database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} {settings.DATABASES['default']['NAME']}"
+    )
     call_command("migrate", verbosity=0)
     seed(args)
     measure(args)
@@ -81,21 +83,34 @@ def seed(args) -> None:
         app.set_client_secret("bench-secret")
         app.save()
         clients = Client.objects.bulk_create(
-            [Client(name=f"Client {i:05d}", slug=f"client-{i:05d}", account_manager=manager) for i in range(args.clients)]
+            [
+                Client(name=f"Client {i:05d}", slug=f"client-{i:05d}", account_manager=manager)
+                for i in range(args.clients)
+            ]
         )
         accounts = CloudflareAccount.objects.bulk_create(
-            [CloudflareAccount(client=c, cf_account_id=secrets.token_hex(16), name=f"{c.name} account") for c in clients]
+            [
+                CloudflareAccount(client=c, cf_account_id=secrets.token_hex(16), name=f"{c.name} account")
+                for c in clients
+            ]
         )
         Zone.objects.bulk_create(
             [
-                Zone(account=accounts[i % len(accounts)], cf_zone_id=secrets.token_hex(16), name=f"zone{i:06d}.example", status="active")
+                Zone(
+                    account=accounts[i % len(accounts)],
+                    cf_zone_id=secrets.token_hex(16),
+                    name=f"zone{i:06d}.example",
+                    status="active",
+                )
                 for i in range(args.zones)
             ],
             batch_size=5000,
         )
         print(f"  {len(clients)} clients, {len(accounts)} accounts, {args.zones} zones", flush=True)
         now = timezone.now()
-        statuses = ["active"] * 90 + ["refresh_failing"] * 3 + ["needs_reconsent"] * 2 + ["revoked"] * 3 + ["disconnected"] * 2
+        statuses = (
+            ["active"] * 90 + ["refresh_failing"] * 3 + ["needs_reconsent"] * 2 + ["revoked"] * 3 + ["disconnected"] * 2
+        )
         # One token pair, encrypted once per batch (a single UPDATE): encryption is not what is measured.
         access, refresh = "cfoat_" + secrets.token_urlsafe(32), "cfort_" + secrets.token_urlsafe(32)
         batch: list[Grant] = []
@@ -123,7 +138,10 @@ def seed(args) -> None:
             if len(batch) == 5000 or i == args.grants - 1:
                 created = Grant.objects.bulk_create(batch)
                 through.objects.bulk_create(
-                    [through(grant_id=g.pk, cloudflareaccount_id=accounts[(g.pk or 0) % len(accounts)].pk) for g in created]
+                    [
+                        through(grant_id=g.pk, cloudflareaccount_id=accounts[(g.pk or 0) % len(accounts)].pk)
+                        for g in created
+                    ]
                 )
                 live_ids = [g.pk for g in created if g.status not in ("revoked", "disconnected")]
                 Grant.objects.filter(pk__in=live_ids).update(access_token=access, refresh_token=refresh)

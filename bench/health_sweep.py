@@ -57,7 +57,9 @@ def bare_loop(sandbox, tokens: list[str], *, workers: int) -> float:
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     procs = [
-        ctx.Process(target=_bare_worker, args=(sandbox.api_url, tokens[i::workers], [ACME_CORP_ID, ACME_STAGING_ID], out))
+        ctx.Process(
+            target=_bare_worker, args=(sandbox.api_url, tokens[i::workers], [ACME_CORP_ID, ACME_STAGING_ID], out)
+        )
         for i in range(workers)
     ]
     started = time.monotonic()
@@ -122,7 +124,9 @@ def main() -> None:
                 log(f"progress: {done}/{args.n} checked, {done / (time.monotonic() - t0):.1f}/s")
                 last_print = time.monotonic()
 
-        checked = list(Grant.objects.filter(app=app, last_checked_at__isnull=False).values_list("last_checked_at", "health"))
+        checked = list(
+            Grant.objects.filter(app=app, last_checked_at__isnull=False).values_list("last_checked_at", "health")
+        )
         last = max(at for at, _ in checked)
         elapsed = (last - now).total_seconds()
         rate = len(checked) / elapsed

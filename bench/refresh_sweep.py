@@ -44,7 +44,10 @@ def _bare_worker(token_url: str, client_id: str, secret: str, tokens: list[str],
     done = 0
     for token in tokens:
         response = session.post(
-            token_url, data={"grant_type": "refresh_token", "refresh_token": token}, auth=(client_id, secret), timeout=20
+            token_url,
+            data={"grant_type": "refresh_token", "refresh_token": token},
+            auth=(client_id, secret),
+            timeout=20,
         )
         done += response.status_code == 200
     out.put(done)
@@ -158,8 +161,10 @@ def main() -> None:
             statuses[status] = statuses.get(status, 0) + 1
 
         print()
-        print(f"N={args.n} K={args.workers} access_ttl={args.ttl}s sweep every {args.sweep_interval}s "
-              f"spread={args.spread}s global cap={args.global_rate}/s")
+        print(
+            f"N={args.n} K={args.workers} access_ttl={args.ttl}s sweep every {args.sweep_interval}s "
+            f"spread={args.spread}s global cap={args.global_rate}/s"
+        )
         print(f"refreshed:                {len(finished)}/{args.n} in {elapsed:.1f}s")
         print(f"pipeline:                 {rate:.1f} grants refreshed/s")
         print(f"bare token loop (K={args.workers}):  {ceiling:.1f} refreshes/s")

@@ -219,5 +219,5 @@ def reset() -> None:
         try:
             for key in client.scan_iter(f"{_PREFIX}:*", count=1000):
                 client.delete(key)
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception as exc:  # noqa: BLE001 - best effort: counters expire on their own
+            logger.warning("Rate limiter: could not reset Redis counters (%s)", type(exc).__name__)

@@ -61,7 +61,9 @@ def revoked_alert(acme):
     acme.account_manager = manager
     acme.save()
     grant = factories.GrantFactory(client=acme, cf_user_email="owner@acme.example")
-    return factories.AlertFactory(grant=grant, kind=Alert.Kind.REVOKED, message="Acme Corp / owner@acme.example: grant revoked")
+    return factories.AlertFactory(
+        grant=grant, kind=Alert.Kind.REVOKED, message="Acme Corp / owner@acme.example: grant revoked"
+    )
 
 
 def test_it_emails_staff_and_the_account_manager(revoked_alert, staff_emails):
@@ -143,7 +145,9 @@ def test_it_gives_up_after_the_last_attempt(revoked_alert, webhook, settings):
     settings.ALERT_DELIVERY_MAX_ATTEMPTS = 2
     webhook.status = 500
     for _ in range(3):
-        Alert.objects.filter(pk=revoked_alert.pk, next_delivery_at__isnull=False).update(next_delivery_at=timezone.now())
+        Alert.objects.filter(pk=revoked_alert.pk, next_delivery_at__isnull=False).update(
+            next_delivery_at=timezone.now()
+        )
         alert_deliver(alert_id=revoked_alert.pk)
 
     revoked_alert.refresh_from_db()

@@ -127,7 +127,9 @@ def test_it_calls_a_persistent_auth_error_after_a_good_refresh_a_missing_permiss
     fake.auth_error_for.update({grant.access_token, "cfoat_fresh_token_but_still_refused_0000"})
     with patch("connections.cloudflare.refresh", autospec=True) as refresh:
         refresh.return_value = cloudflare.TokenResponse(
-            access_token="cfoat_fresh_token_but_still_refused_0000", refresh_token="cfort_next_0000000000", expires_in=3600
+            access_token="cfoat_fresh_token_but_still_refused_0000",
+            refresh_token="cfort_next_0000000000",
+            expires_in=3600,
         )
         assert grant_check(grant_id=grant.pk) == CheckOutcome.DEGRADED
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from cloudflare_sandbox.seed import ACME_CORP_ID, ACME_STAGING_ID
 
 from clients.models import CloudflareAccount, Zone
+from cloudflare_sandbox.seed import ACME_CORP_ID, ACME_STAGING_ID
 from connections import ratelimit
 from connections.models import Alert, Grant, GrantEvent
 from connections.services.health import CheckOutcome, grant_check
@@ -55,9 +55,7 @@ def test_it_confirms_a_revocation_through_a_refresh(cf_sandbox, app, acme):
 
 
 def test_it_reports_a_missing_scope_without_calling_the_grant_revoked(cf_sandbox, app, acme):
-    grant = _grant(
-        cf_sandbox, app, acme, scopes=["offline_access", "user-details.read", "zone.read", "dns.read"]
-    )
+    grant = _grant(cf_sandbox, app, acme, scopes=["offline_access", "user-details.read", "zone.read", "dns.read"])
 
     assert grant_check(grant_id=grant.pk) == CheckOutcome.DEGRADED
 

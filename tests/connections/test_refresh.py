@@ -374,7 +374,9 @@ def test_it_grows_the_backoff_and_honours_retry_after(settings):
 
 def test_it_enqueues_each_due_grant_once_after_commit(oauth_app, acme, django_capture_on_commit_callbacks):
     now = timezone.now()
-    due = [factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now - timedelta(seconds=5)) for _ in range(3)]
+    due = [
+        factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now - timedelta(seconds=5)) for _ in range(3)
+    ]
     factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now + timedelta(minutes=5))
     factories.GrantFactory(
         app=oauth_app, client=acme, status="disconnecting", next_refresh_at=now - timedelta(seconds=5)
@@ -389,7 +391,9 @@ def test_it_enqueues_each_due_grant_once_after_commit(oauth_app, acme, django_ca
     assert sorted(c.args[0] for c in delay.call_args_list) == sorted(g.pk for g in due)
 
 
-def test_it_finds_a_grant_again_when_its_message_was_lost(oauth_app, acme, settings, django_capture_on_commit_callbacks):
+def test_it_finds_a_grant_again_when_its_message_was_lost(
+    oauth_app, acme, settings, django_capture_on_commit_callbacks
+):
     settings.GRANT_DISPATCH_RETRY = 60
     now = timezone.now()
     grant = factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now - timedelta(seconds=5))

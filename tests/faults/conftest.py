@@ -61,8 +61,22 @@ class Workers:
         n = len(self.procs)
         log = self.log_dir / f"worker-{n}.log"
         args = [
-            CELERY, "-A", "agencyportal", "worker", "-l", "info", "-P", pool, "-c", str(concurrency),
-            "-Q", self.queue, "-n", f"{self.queue}-{n}@%h", "--without-gossip", "--without-mingle",
+            CELERY,
+            "-A",
+            "agencyportal",
+            "worker",
+            "-l",
+            "info",
+            "-P",
+            pool,
+            "-c",
+            str(concurrency),
+            "-Q",
+            self.queue,
+            "-n",
+            f"{self.queue}-{n}@%h",
+            "--without-gossip",
+            "--without-mingle",
             "--without-heartbeat",
         ]
         with open(log, "ab") as out:

@@ -19,7 +19,9 @@ REQUIRED = ["user-details.read", "account-settings.read", "zone.read", "dns.read
 OPTIONAL = ["dns.write", "cache.purge"]
 
 
-def register_app(sandbox, *, name: str = "Engine test app", redirect_uri: str = "http://127.0.0.1:8000/oauth/cloudflare/callback/") -> OAuthApp:
+def register_app(
+    sandbox, *, name: str = "Engine test app", redirect_uri: str = "http://127.0.0.1:8000/oauth/cloudflare/callback/"
+) -> OAuthApp:
     """A fresh OAuth client at the sandbox (its own ground truth) and the matching portal app."""
     registered = sandbox.register_client(
         name=name,

@@ -59,7 +59,9 @@ def _settled(cf_sandbox, app, *, allow_lost: bool = False, revoked: set[int] = f
         if allow_lost and grant.status == Grant.Status.LOST:
             continue
         current = truth[grant.cf_user_id]["current_refresh_token_sha256"]
-        if not (grant.status == Grant.Status.ACTIVE and grant.access_expires_at > soon and grant.refresh_token_fp == current):
+        if not (
+            grant.status == Grant.Status.ACTIVE and grant.access_expires_at > soon and grant.refresh_token_fp == current
+        ):
             return False
     return True
 
@@ -108,7 +110,9 @@ def test_it_never_calls_a_grant_revoked_after_a_worker_is_killed_mid_refresh(wor
     cf_sandbox.clear_faults()
 
     workers.start(concurrency=4)
-    assert wait_until(lambda: _settled(cf_sandbox, app, allow_lost=True), timeout=90, tick=_sweep), workers.log_text()[-3000:]
+    assert wait_until(lambda: _settled(cf_sandbox, app, allow_lost=True), timeout=90, tick=_sweep), workers.log_text()[
+        -3000:
+    ]
 
     statuses = list(Grant.objects.filter(app=app).values_list("status", flat=True))
     assert Grant.Status.REVOKED not in statuses
@@ -121,8 +125,10 @@ def test_it_never_calls_a_grant_revoked_after_a_worker_is_killed_mid_refresh(wor
 
 @pytest.mark.parametrize(
     "storm",
-    [{"storm_429": True, "retry_after": 2, "storm_429_endpoints": ["token"]},
-     {"error_5xx_rate": 1.0, "error_5xx_endpoints": ["token"], "retry_after": 1}],
+    [
+        {"storm_429": True, "retry_after": 2, "storm_429_endpoints": ["token"]},
+        {"error_5xx_rate": 1.0, "error_5xx_endpoints": ["token"], "retry_after": 1},
+    ],
     ids=["429-storm", "5xx-storm"],
 )
 def test_it_revokes_nothing_in_a_storm_and_is_fresh_again_after_it(workers, cf_sandbox, acme, storm):
@@ -175,8 +181,11 @@ def test_it_raises_one_app_alert_and_changes_no_grant_on_invalid_client(workers,
     before = {g.pk: (g.status, g.refresh_token_fp) for g in grants}
     # The secret is rotated at Cloudflare but not in the portal.
     cf_sandbox.register_client(
-        client_id=app.client_id, client_secret="rotated-elsewhere-0123456789", name=app.name,
-        redirect_uris=[app.redirect_uri], scopes=["offline_access", *app.required_scopes],
+        client_id=app.client_id,
+        client_secret="rotated-elsewhere-0123456789",
+        name=app.name,
+        redirect_uris=[app.redirect_uri],
+        scopes=["offline_access", *app.required_scopes],
         optional_scopes=app.optional_scopes,
     )
     workers.start(concurrency=4)
@@ -199,8 +208,24 @@ def _redis_up() -> bool:
 
 def _start_redis() -> None:
     subprocess.run(
-        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
-         "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"],
+        [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/var/lib/redis",
+            "--logfile",
+            "/var/log/redis/ci.log",
+        ],
         check=False,
     )
     assert wait_until(_redis_up, timeout=20, interval=0.2), "Redis did not come back"
@@ -225,6 +250,7 @@ def test_it_refreshes_every_due_grant_after_redis_restarts_under_load(workers, c
     cf_sandbox.clear_faults()
 
     assert wait_until(lambda: _settled(cf_sandbox, app), timeout=120, interval=1, tick=_sweep), (
-        workers.outcomes(), workers.log_text()[-3000:]
+        workers.outcomes(),
+        workers.log_text()[-3000:],
     )
     _assert_no_false_revocation(cf_sandbox, app)

@@ -34,6 +34,11 @@ app.conf.beat_schedule = {
         "task": "connections.tasks.sweep_pending_revocations_task",
         "schedule": crontab(minute="*"),
     },
+    # Close consent attempts nobody came back from. https://crontab.guru/#*/10_*_*_*_*
+    "expire-authorization-requests": {
+        "task": "connections.tasks.expire_authorization_requests_task",
+        "schedule": crontab(minute="*/10"),
+    },
     # Snapshot grant health for the dashboard's 30-day chart, hourly. https://crontab.guru/#7_*_*_*_*
     "record-fleet-stats": {"task": "agencyportal.tasks.record_fleet_stats_task", "schedule": crontab(minute=7)},
 }

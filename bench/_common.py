@@ -178,8 +178,9 @@ class WorkerPool:
         if self.proc is None:
             return
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
+            # Warm shutdown: SIGTERM to the main process only, which lets the pool finish its tasks.
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=40)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
         try:

@@ -116,10 +116,17 @@ def main() -> None:
         t0 = time.monotonic()
         last_print = 0.0
         done = 0
+        # Stop when nothing moved for 30 s: the rest were rescheduled (deferred / backing off).
+        last_change, last_done = time.monotonic(), -1
         while done < args.n and time.monotonic() - t0 < args.timeout:
             grants_dispatch_due_checks()
             time.sleep(args.sweep_interval)
             done = Grant.objects.filter(app=app, last_checked_at__isnull=False).count()
+            if done != last_done:
+                last_change, last_done = time.monotonic(), done
+            elif time.monotonic() - last_change > 30:
+                log(f"no progress for 30 s: {args.n - done} grant(s) rescheduled for later")
+                break
             if time.monotonic() - last_print >= 5:
                 log(f"progress: {done}/{args.n} checked, {done / (time.monotonic() - t0):.1f}/s")
                 last_print = time.monotonic()
@@ -148,6 +155,9 @@ def main() -> None:
         print(f"p95 lateness vs due time: {p95(lateness):.1f}s (max {max(lateness):.1f}s)")
         print(f"peak worker memory (RSS): {pool.peak_rss / 2**20:.0f} MiB for {args.workers + 1} processes")
         print(f"health:                   {health}")
+        late = Grant.objects.filter(app=app, last_checked_at__isnull=True).values_list("last_error", flat=True)[:5]
+        if late:
+            print(f"not checked yet:          {args.n - len(checked)} (last errors: {sorted(set(late))})")
     finally:
         pool.stop()
         purge_queue()

@@ -135,14 +135,22 @@ def main() -> None:
         t0 = time.monotonic()
         last_print = 0.0
         done = 0
+        # Stop when nothing moved for 30 s: the rest were rescheduled (deferred / backing off).
+        last_change, last_done = time.monotonic(), -1
         while done < args.n and time.monotonic() - t0 < args.timeout:
             grants_dispatch_due_refreshes()
             time.sleep(args.sweep_interval)
             done = Grant.objects.filter(app=app, refresh_generation__gte=1).count()
+            if done != last_done:
+                last_change, last_done = time.monotonic(), done
+            elif time.monotonic() - last_change > 30:
+                log(f"no progress for 30 s: {args.n - done} grant(s) rescheduled for later")
+                break
             if time.monotonic() - last_print >= 5:
                 elapsed = time.monotonic() - t0
                 log(f"progress: {done}/{args.n} refreshed, {done / elapsed:.1f}/s")
                 last_print = time.monotonic()
+        time.sleep(3)  # let refreshes in flight land before counting
         refreshed = Grant.objects.filter(app=app, refresh_generation__gte=1)
         finished = list(refreshed.values_list("pk", "last_refreshed_at"))
         first_due = min(due.values())

@@ -139,9 +139,9 @@ def grant_card(grant: Grant, *, can_manage: bool) -> GrantCard:
         zone_count=sum(len(a.zones.all()) for a in accounts),
         can_disconnect=can_manage and live,
         can_add_scopes=can_manage and live and bool(missing_scopes(grant=grant)),
-        can_reconnect=can_manage
-        and grant.status
-        in (Grant.Status.NEEDS_RECONSENT, Grant.Status.REFRESH_FAILING, Grant.Status.REVOKED, Grant.Status.LOST),
+        # Reconnect: to fix a broken grant, or to change the accounts or permissions of a live one.
+        # After a disconnect the contact starts again with Connect.
+        can_reconnect=can_manage and grant.status not in (Grant.Status.DISCONNECTING, Grant.Status.DISCONNECTED),
     )
 
 

@@ -13,7 +13,8 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -247,7 +248,6 @@ class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin)
     )
     search_fields = ("client__name", "cf_user_email", "accounts__name", "accounts__zones__name")
     list_select_related = ("client", "app", "authorized_by")
-    date_hierarchy = "authorized_at"
     exclude = ("access_token", "refresh_token", "access_token_fp", "refresh_token_fp", "accounts")
     inlines = [OpenAlertInline, GrantEventInline]
     fieldsets = (
@@ -287,8 +287,38 @@ class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin)
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Grant]:
-        # Accounts reached, as one annotation for the whole page.
-        return super().get_queryset(request).annotate(_accounts=Count("accounts", distinct=True))
+        # Accounts reached, as a correlated subquery: evaluated for the page's rows only. A
+        # Count() over the join would GROUP BY the whole table before the LIMIT (seconds at 100k).
+        # Encrypted columns are deferred: a list never needs them, and decrypting costs CPU.
+        accounts = (
+            Grant.accounts.through.objects.filter(grant_id=OuterRef("pk"))
+            .values("grant_id")
+            .annotate(n=Count("*"))
+            .values("n")
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(_accounts=Coalesce(Subquery(accounts), 0))
+            .defer("access_token", "refresh_token", "app__client_secret")
+        )
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Grant], search_term: str):
+        """Search client, Cloudflare email, account and zone names without a DISTINCT over joins.
+
+        The default search joins the accounts and zones (many rows per grant) and then needs
+        DISTINCT over every column: seconds at 100,000 grants. EXISTS subqueries give the same
+        rows with no duplicates.
+        """
+        through = Grant.accounts.through.objects.filter(grant_id=OuterRef("pk"))
+        for term in search_term.split():
+            queryset = queryset.filter(
+                Q(client__name__icontains=term)
+                | Q(cf_user_email__icontains=term)
+                | Exists(through.filter(cloudflareaccount__name__icontains=term))
+                | Exists(through.filter(cloudflareaccount__zones__name__icontains=term))
+            )
+        return queryset, False
 
     def get_readonly_fields(self, request: HttpRequest, obj=None) -> tuple[str, ...]:
         # A grant is written by the consent flow and the engine only: every field is read-only here.

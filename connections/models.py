@@ -270,6 +270,8 @@ class Grant(models.Model):
             ),
             # Portal and admin: a client's grants by status.
             models.Index(fields=["client", "status"], name="connections_grant_client_st"),
+            # The admin's grant list, newest first (ORDER BY authorized_at DESC LIMIT 100).
+            models.Index(fields=["-authorized_at"], name="connections_grant_authorized"),
         ]
 
     def __str__(self) -> str:

@@ -32,7 +32,11 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 GLOBAL_KEY = "*"
-_PREFIX = "ap:rl"
+
+
+def _prefix() -> str:
+    # One namespace per deployment sharing a Redis; tests use their own.
+    return getattr(settings, "CLOUDFLARE_RATELIMIT_KEY_PREFIX", "ap:rl")
 
 # KEYS: 1 global block, 2 user block, 3 global window counter, 4 user window counter
 # ARGV: 1 global rate, 2 user budget, 3 user window seconds, 4 seconds left in the user window,
@@ -124,10 +128,10 @@ def acquire(*, user_key: str | None) -> float:
         left = max(1, math.ceil((index + 1) * window - now))
         user = user_key or ""
         keys = [
-            f"{_PREFIX}:block:{GLOBAL_KEY}",
-            f"{_PREFIX}:block:u:{user}",
-            f"{_PREFIX}:g:{int(now)}",
-            f"{_PREFIX}:u:{user}:{index}",
+            f"{_prefix()}:block:{GLOBAL_KEY}",
+            f"{_prefix()}:block:u:{user}",
+            f"{_prefix()}:g:{int(now)}",
+            f"{_prefix()}:u:{user}:{index}",
         ]
         args = [
             settings.CLOUDFLARE_GLOBAL_RATE,
@@ -181,7 +185,7 @@ def block(*, user_key: str | None, seconds: float) -> None:
     if client is not None:
         try:
             # Never shorten an existing block: keep the longer of the two expiries.
-            name = f"{_PREFIX}:block:{'u:' + key if user_key else GLOBAL_KEY}"
+            name = f"{_prefix()}:block:{'u:' + key if user_key else GLOBAL_KEY}"
             current = client.pttl(name)
             if current is None or current < seconds * 1000:
                 client.set(name, "1", px=int(seconds * 1000))
@@ -217,7 +221,7 @@ def reset() -> None:
     client = _redis()
     if client is not None:
         try:
-            for key in client.scan_iter(f"{_PREFIX}:*", count=1000):
+            for key in client.scan_iter(f"{_prefix()}:*", count=1000):
                 client.delete(key)
         except Exception as exc:  # noqa: BLE001 - best effort: counters expire on their own
             logger.warning("Rate limiter: could not reset Redis counters (%s)", type(exc).__name__)

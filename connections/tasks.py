@@ -68,3 +68,10 @@ def sweep_pending_revocations_task() -> None:
     from .services.disconnect import revoke_pending_sweep
 
     revoke_pending_sweep()
+
+
+@shared_task(ignore_result=True, expires=55)
+def expire_authorization_requests_task() -> None:
+    from .services.consent import authorization_requests_expire
+
+    authorization_requests_expire()

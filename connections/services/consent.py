@@ -307,6 +307,10 @@ def callback_handle(
     pending = AuthorizationRequest.objects.filter(
         pk=auth_request.pk, outcome=AuthorizationRequest.Outcome.PENDING, consumed_at__isnull=True
     )
+    if auth_request.outcome == AuthorizationRequest.Outcome.EXPIRED:
+        # Closed by the clean-up sweep before the contact came back.
+        _reject_unconsumed(auth_request, reason="expired", message="The consent link expired before it was used")
+        return CallbackResult(Result.EXPIRED, auth_request, reason="expired")
     if auth_request.expires_at <= now:
         if pending.update(consumed_at=now, outcome=AuthorizationRequest.Outcome.EXPIRED, error_code="expired") == 1:
             _reject_unconsumed(auth_request, reason="expired", message="The consent link expired before it was used")
@@ -337,6 +341,16 @@ def callback_handle(
     if error is not None:
         outcome, kind, result = _CALLBACK_ERRORS.get(error, _OTHER_ERROR)
         description = (one("error_description") or "")[:300]
+        if kind in (GrantEvent.Kind.INVALID_SCOPE, GrantEvent.Kind.PRODUCT_FAILURE):
+            # Cloudflare refused our request itself (scopes, client, parameters): the app's
+            # registration and ours disagree. Staff hear about it once per app, not per click.
+            with transaction.atomic():
+                alert_open(
+                    kind=Alert.Kind.CLIENT_CONFIG,
+                    app=auth_request.app,
+                    message=f"Cloudflare refused a consent request of OAuth app {auth_request.app.name} "
+                    f"({error[:50]}): check its scopes and redirect URI against the registration",
+                )
         _finish(
             auth_request,
             outcome=outcome,
@@ -741,3 +755,15 @@ def _enqueue_revoke(grant_id: int) -> None:
         revoke_grant_task.delay(grant_id)
     except Exception:  # noqa: BLE001 - a broker outage only delays it: the revoke sweep finds the row
         logger.warning("Could not enqueue revocation of grant %s; the sweep will", grant_id)
+
+
+def authorization_requests_expire(*, now=None) -> int:
+    """Close consent attempts nobody came back from (index connections_authreq_pending).
+
+    No event per attempt: an abandoned consent screen is not an incident. The callback of a late
+    contact then finds the attempt finished and says "expired".
+    """
+    now = now or timezone.now()
+    return AuthorizationRequest.objects.filter(
+        outcome=AuthorizationRequest.Outcome.PENDING, consumed_at__isnull=True, expires_at__lte=now
+    ).update(outcome=AuthorizationRequest.Outcome.EXPIRED, consumed_at=now, error_code="expired")

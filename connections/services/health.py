@@ -232,8 +232,12 @@ def _sync_accounts(grant: Grant, accounts: list[dict], now: datetime) -> list[Cl
         for cf_id, name in reported.items():
             account = known.get(cf_id)
             if account is None:
-                account = CloudflareAccount.objects.create(
-                    client=grant.client, cf_account_id=cf_id, name=name, first_seen_at=now, last_seen_at=now
+                # get_or_create: checks of two grants of one client may meet the same new account
+                # at the same moment (the unique constraint decides, the loser reads the winner's row).
+                account, _ = CloudflareAccount.objects.get_or_create(
+                    client=grant.client,
+                    cf_account_id=cf_id,
+                    defaults={"name": name, "first_seen_at": now, "last_seen_at": now},
                 )
             else:
                 account.name, account.last_seen_at, account.removed_at = name, now, None
@@ -309,7 +313,8 @@ def _sync_zones(grant: Grant, account: CloudflareAccount, zones: list[dict], now
                 zone.removed_at = now
                 to_update.append(zone)
                 removed.append(zone.name)
-        Zone.objects.bulk_create(to_create, batch_size=500)
+        # Another grant reaching the same account may sync it concurrently: its rows win.
+        Zone.objects.bulk_create(to_create, batch_size=500, ignore_conflicts=True)
         Zone.objects.bulk_update(
             to_update, ["name", "status", "plan_name", "last_seen_at", "removed_at"], batch_size=500
         )

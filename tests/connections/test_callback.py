@@ -10,9 +10,9 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import pytest
 import time_machine
-from cloudflare_sandbox import seed
 from django.test import Client
 
+from cloudflare_sandbox import seed
 from connections.models import AuthorizationRequest, Grant, GrantEvent
 from tests import factories
 from tests.clients.portal_flow import (
@@ -344,3 +344,35 @@ def test_it_finishes_with_a_connection_for_alice_with_two_accounts(cf_sandbox, o
     grant = Grant.objects.get()
     assert sorted(a.name for a in grant.accounts.all()) == [seed.ACME_CORP, seed.ACME_STAGING]
     assert grant.declined_scopes == []
+
+
+def test_a_callback_after_the_clean_up_sweep_says_expired(cf_sandbox, owner_client, started):
+    from connections.services.consent import authorization_requests_expire
+
+    url, _ = started
+    location = authorize_at_sandbox(url)
+    assert authorization_requests_expire(now=the_request().expires_at + timedelta(seconds=1)) == 1
+    response = owner_client.get(callback_path(location))
+    assert token_calls(cf_sandbox) == 0
+    assert the_request().outcome == "expired"
+    assert "expired" in owner_client.get(response["Location"]).content.decode()
+
+
+def test_the_clean_up_sweep_leaves_live_attempts_alone(cf_sandbox, owner_client, started):
+    from django.utils import timezone
+
+    from connections.services.consent import authorization_requests_expire
+
+    assert authorization_requests_expire(now=timezone.now()) == 0
+    assert the_request().outcome == "pending"
+
+
+def test_a_refused_request_alerts_staff_once_per_app(cf_sandbox, owner_client, cf_app):
+    from connections.models import Alert
+
+    for _ in range(2):
+        state = dict(parse_qsl(urlsplit(start_consent(owner_client)).query))["state"]
+        owner_client.get(CALLBACK, {"error": "invalid_scope", "state": state})
+    alert = Alert.objects.get()
+    assert alert.kind == Alert.Kind.CLIENT_CONFIG and alert.app == cf_app
+    assert GrantEvent.objects.filter(kind=GrantEvent.Kind.INVALID_SCOPE).count() == 2

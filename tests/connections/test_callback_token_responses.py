@@ -12,9 +12,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import requests
-from cloudflare_sandbox import seed
 from django.conf import settings
 
+from cloudflare_sandbox import seed
 from connections import cloudflare
 from connections.models import Alert, AuthorizationRequest, Grant, GrantEvent
 from tests.clients.portal_flow import OPTIONAL, REQUIRED, register_sandbox_app, start_consent

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from cloudflare_sandbox import seed
 
+from cloudflare_sandbox import seed
 from connections.models import AuthorizationRequest, Grant, GrantEvent
 from tests.clients.portal_flow import OPTIONAL, connect_through_sandbox, register_sandbox_app
 

@@ -6,8 +6,8 @@ import logging
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from cloudflare_sandbox import seed
 
+from cloudflare_sandbox import seed
 from connections.models import Grant
 from tests.clients.portal_flow import authorize_at_sandbox, callback_path, register_sandbox_app, start_consent
 

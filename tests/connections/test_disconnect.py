@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 import requests
 import time_machine
-from cloudflare_sandbox import seed
 from django.contrib.messages.storage.fallback import FallbackStorage
 from django.test import Client, RequestFactory
 from django.utils import timezone
 
+from cloudflare_sandbox import seed
 from connections import cloudflare
 from connections.admin_actions import disconnect_grants
 from connections.models import Alert, Grant, GrantEvent

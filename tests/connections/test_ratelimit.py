@@ -16,6 +16,7 @@ from connections import ratelimit
 
 @pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
 def limiter(request, settings):
+    settings.CLOUDFLARE_RATELIMIT_KEY_PREFIX = f"test-rl-{time.monotonic_ns()}"
     if request.param == "local":
         settings.CLOUDFLARE_RATELIMIT_REDIS_URL = ""
         settings.CELERY_BROKER_URL = "filesystem://"
@@ -100,6 +101,7 @@ def _count_grants(url: str, n: int, queue) -> None:
 @pytest.mark.redis
 def test_it_shares_one_budget_between_worker_processes(settings):
     settings.CLOUDFLARE_RATELIMIT_REDIS_URL = ""
+    settings.CLOUDFLARE_RATELIMIT_KEY_PREFIX = "ap:rl"
     ratelimit._redis_client = None
     ratelimit.reset()
     ctx = multiprocessing.get_context("spawn")

@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from cloudflare_sandbox import seed
 from django.contrib import admin
 from django.core import mail
 
 from clients.admin_actions import invite_contact
 from clients.models import Client, ClientMember
+from cloudflare_sandbox import seed
 from connections.models import Grant, GrantEvent
 from tests import factories
 from tests.clients.portal_flow import register_sandbox_app

@@ -94,6 +94,21 @@ def check_settings(app_configs=None, **kwargs) -> list:
                     id="agencyportal.W002",
                 )
             )
+        if "LocMemCache" in settings.CACHES["default"]["BACKEND"]:
+            errors.append(
+                Warning(
+                    "The cache is per process (local memory).",
+                    hint="Login throttling counts per web process: set CACHE_URL=redis://... in production.",
+                    id="agencyportal.W004",
+                )
+            )
+        if not settings.STAFF_OTP_REQUIRED:
+            errors.append(
+                Warning(
+                    "STAFF_OTP_REQUIRED is off: staff reach the admin with a password alone.",
+                    id="agencyportal.W005",
+                )
+            )
         if settings.ALERT_WEBHOOK_URL and not settings.ALERT_WEBHOOK_SECRET:
             errors.append(
                 Warning(

@@ -13,6 +13,7 @@ from django.http import HttpRequest
 from agencyportal.roles import ClientScopedAdminMixin
 from connections.models import LIVE_STATUSES, Grant
 
+from .admin_actions import invite_contact
 from .models import Client, ClientMember, CloudflareAccount, Zone
 
 
@@ -58,6 +59,7 @@ class ClientAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("code", "created_at")
     inlines = [ClientMemberInline]
+    actions = [invite_contact]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Client]:
         # Counts as annotations: one query for the page, not three per row. distinct=True

@@ -22,6 +22,7 @@ from django.utils.html import format_html, format_html_join
 from agencyportal.roles import ClientScopedAdminMixin
 
 from . import crypto
+from .admin_actions import disconnect_grants
 from .models import LIVE_STATUSES, Alert, AuthorizationRequest, Grant, GrantEvent, OAuthApp
 
 SECRET_FIELD_NAMES = (
@@ -302,6 +303,67 @@ class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin)
             .annotate(_accounts=Coalesce(Subquery(accounts), 0))
             .defer("access_token", "refresh_token", "app__client_secret")
         )
+
+    actions = [disconnect_grants, "refresh_now", "check_now", "send_reconsent_link"]
+
+    # Refresh and check run in the request, each bounded by the HTTP timeouts: staff see the
+    # outcome at once. Larger selections belong to the scheduler, which already covers them.
+    INLINE_LIMIT = 20
+
+    def _inline_ids(self, request: HttpRequest, queryset: QuerySet[Grant]) -> list[int] | None:
+        ids = list(queryset.values_list("pk", flat=True)[: self.INLINE_LIMIT + 1])
+        if len(ids) > self.INLINE_LIMIT:
+            self.message_user(
+                request, f"Select at most {self.INLINE_LIMIT} grants: the scheduler refreshes and checks the others.",
+                messages.WARNING,
+            )
+            return None
+        return ids
+
+    @staticmethod
+    def _summary(outcomes: list[str]) -> str:
+        counts: dict[str, int] = {}
+        for outcome in outcomes:
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in sorted(counts.items()))
+
+    @admin.action(description="Refresh the token now", permissions=["change"])
+    def refresh_now(self, request: HttpRequest, queryset: QuerySet[Grant]) -> None:
+        from .services.refresh import grant_refresh
+
+        ids = self._inline_ids(request, queryset)
+        if ids is not None:
+            outcomes = [str(grant_refresh(grant_id=pk, force=True)) for pk in ids]
+            self.message_user(request, f"Refresh of {len(ids)} grant(s): {self._summary(outcomes)}.", messages.INFO)
+
+    @admin.action(description="Check health now", permissions=["change"])
+    def check_now(self, request: HttpRequest, queryset: QuerySet[Grant]) -> None:
+        from .services.health import grant_check
+
+        ids = self._inline_ids(request, queryset)
+        if ids is not None:
+            outcomes = [str(grant_check(grant_id=pk, force=True)) for pk in ids]
+            self.message_user(request, f"Health check of {len(ids)} grant(s): {self._summary(outcomes)}.", messages.INFO)
+
+    @admin.action(description="Send a re-consent link (asks only for what is missing)", permissions=["change"])
+    def send_reconsent_link(self, request: HttpRequest, queryset: QuerySet[Grant]) -> None:
+        from .services.reconsent import reconsent_link_send
+
+        sent = nothing = no_contact = 0
+        for grant in queryset.select_related("client", "app"):
+            result = reconsent_link_send(grant=grant, sent_by=request.user)
+            if result is None:
+                nothing += 1
+            elif result.recipients == 0:
+                no_contact += 1
+            else:
+                sent += 1
+        parts = [f"Sent a re-consent link for {sent} grant(s)."]
+        if nothing:
+            parts.append(f"{nothing} grant(s) miss nothing.")
+        if no_contact:
+            parts.append(f"{no_contact} client(s) have no joined owner contact: invite one first.")
+        self.message_user(request, " ".join(parts), messages.SUCCESS if sent else messages.WARNING)
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Grant], search_term: str):
         """Search client, Cloudflare email, account and zone names without a DISTINCT over joins.

@@ -318,6 +318,7 @@ class GrantEvent(models.Model):
     class Kind(models.TextChoices):
         # Consent.
         CONSENT_STARTED = "consent_started", "Consent started"
+        RECONSENT_REQUESTED = "reconsent_requested", "Re-consent link sent to the client"
         CONNECTED = "connected", "Connected"
         RECONNECTED = "reconnected", "Reconnected (replaced an earlier grant)"
         SCOPES_ADDED = "scopes_added", "Missing permissions granted"

@@ -6,7 +6,10 @@ import pytest
 
 from agencyportal.checks import check_settings
 
-pytestmark = pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Overriding setting DATABASES"),
+    pytest.mark.filterwarnings("ignore:Overriding setting CACHES"),
+]
 
 PRODUCTION = {
     "DEBUG": False,
@@ -18,6 +21,8 @@ PRODUCTION = {
     "CLOUDFLARE_API_BASE_URL": "https://api.cloudflare.com/client/v4",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
     "DATABASES": {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "portal"}},
+    "CACHES": {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://r:6379/1"}},
+    "STAFF_OTP_REQUIRED": True,
 }
 
 
@@ -63,8 +68,10 @@ def test_it_warns_about_development_backends_in_production(settings):
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "x"}},
         ALERT_WEBHOOK_URL="https://hooks.example/x",
         ALERT_WEBHOOK_SECRET="",
+        CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+        STAFF_OTP_REQUIRED=False,
     )
-    assert {"agencyportal.W001", "agencyportal.W002", "agencyportal.W003"} <= ids
+    assert {"agencyportal.W001", "agencyportal.W002", "agencyportal.W003", "agencyportal.W004", "agencyportal.W005"} <= ids
 
 
 def test_it_accepts_the_development_defaults(settings):

@@ -6,11 +6,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.contrib import admin
 from django.core import mail
 
-from clients.admin_actions import invite_contact
-from clients.models import Client, ClientMember
+from clients.models import ClientMember
 from cloudflare_sandbox import seed
 from connections.models import Grant, GrantEvent
 from tests import factories
@@ -26,15 +24,6 @@ def cf_app(cf_sandbox, live_server):
     app = register_sandbox_app(cf_sandbox, redirect_uri=f"{live_server.url}/oauth/cloudflare/callback/")
     yield app
     cf_sandbox.reset_settings()
-
-
-@pytest.fixture
-def invite_action_in_admin(monkeypatch):
-    """The invite action on the Client admin (listed there by the admin module; ensured here)."""
-    model_admin = admin.site._registry[Client]
-    actions = list(model_admin.actions or [])
-    if invite_contact not in actions and "invite_contact" not in actions:
-        monkeypatch.setattr(model_admin, "actions", [*actions, invite_contact])
 
 
 def staff_with_authenticator(settings):
@@ -60,7 +49,7 @@ def sign_in_to_sandbox(page, email: str):
 
 
 def test_a_contact_connects_one_account_declines_a_scope_and_disconnects(
-    live_server, production_cookies, cf_sandbox, cf_app, new_page, invite_action_in_admin
+    live_server, production_cookies, cf_sandbox, cf_app, new_page
 ):
     acme = factories.ClientFactory(name="Acme Corp", slug="acme")
     staff, otp_code = staff_with_authenticator(production_cookies)

@@ -22,8 +22,39 @@ class ClientMemberInline(admin.TabularInline):
     fk_name = "client"
     extra = 0
     fields = ("user", "role", "invited_at", "joined_at")
-    readonly_fields = ("invited_at", "joined_at")
-    raw_id_fields = ("user",)
+    # Contacts join through the "Invite a client contact" action (an email with a one-time link);
+    # here staff only change a contact's role or remove them.
+    readonly_fields = ("user", "invited_at", "joined_at")
+    verbose_name_plural = "Contacts (portal users)"
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ClientMember]:
+        return super().get_queryset(request).select_related("user", "client")
+
+
+class GrantInline(admin.TabularInline):
+    """The client's grants on its page: who authorized, status, health, scope coverage."""
+
+    model = Grant
+    fk_name = "client"
+    fields = ("cf_user_email", "status", "health", "coverage", "authorized_at", "last_refreshed_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name_plural = "Cloudflare grants"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Grant]:
+        return super().get_queryset(request).select_related("app", "client").defer("access_token", "refresh_token", "app__client_secret")
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Scopes")
+    def coverage(self, obj: Grant) -> str:
+        return {"complete": "Complete", "partial": "Partial", "missing": "Missing required"}[obj.scope_coverage]
 
 
 class ConnectionFilter(admin.SimpleListFilter):
@@ -58,7 +89,7 @@ class ClientAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
     list_select_related = ("account_manager",)
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("code", "created_at")
-    inlines = [ClientMemberInline]
+    inlines = [ClientMemberInline, GrantInline]
     actions = [invite_contact]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Client]:

@@ -153,3 +153,31 @@ def test_it_does_not_let_staff_add_or_delete_grants(admin_client):
     assert admin_client.get(reverse("admin:connections_grant_add")).status_code == 403
     assert admin_client.get(reverse("admin:connections_grant_delete", args=[grant.pk])).status_code == 403
     assert Grant.objects.filter(pk=grant.pk).exists()
+
+
+def _page_queries(admin_client, url: str) -> int:
+    # A first request fills per-process caches (content types), so both measurements are warm.
+    admin_client.get(url)
+    return _count_queries(admin_client, url)
+
+
+def test_the_grant_page_costs_the_same_for_1_and_50_events_accounts_and_zones(admin_client):
+    grant = _grant_with_everything()
+    url = reverse("admin:connections_grant_change", args=[grant.pk])
+    one = _page_queries(admin_client, url)
+    for _ in range(49):
+        account = factories.CloudflareAccountFactory(client=grant.client)
+        factories.ZoneFactory(account=account)
+        grant.accounts.add(account)
+        factories.GrantEventFactory(grant=grant)
+    assert _page_queries(admin_client, url) == one
+
+
+def test_the_client_page_costs_the_same_for_1_and_50_grants_and_contacts(admin_client):
+    grant = _grant_with_everything()
+    url = reverse("admin:clients_client_change", args=[grant.client.pk])
+    one = _page_queries(admin_client, url)
+    for _ in range(49):
+        factories.GrantFactory(client=grant.client, app=grant.app)
+        factories.ClientMemberFactory(client=grant.client)
+    assert _page_queries(admin_client, url) == one

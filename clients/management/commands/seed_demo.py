@@ -1,26 +1,32 @@
-"""Seed a demo: a staff login, a few clients with portal contacts, and the sandbox OAuth app.
+"""Seed a demo: a staff login, clients with portal contacts, the sandbox OAuth app, and (with
+`--sandbox-grants`, once the sandbox runs) a connected client whose grant the workers keep alive.
 
-Safe to run again: it reuses what exists and prints the same logins (kept in var/, which is
-for development only and never committed).
+Safe to run again: it reuses what exists and prints the same logins (kept in var/, which is for
+development only and never committed).
 """
 
 from __future__ import annotations
 
 import secrets
+import time
+from datetime import timedelta
 
+import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.urls import reverse
+from django.utils import timezone
 
 from clients.models import Client, ClientMember
-from connections.models import OAuthApp
+from connections.models import LIVE_STATUSES, Grant, GrantEvent, OAuthApp
 
+# (name, slug, contact email, joined?) — Acme has a contact and no grant yet: connect as alice.
 DEMO_CLIENTS = [
-    ("Acme Corp", "acme", "contact@acme.example"),
-    ("Bigshop Ltd", "bigshop", "it@bigshop.example"),
-    ("Carol's Bakery", "carols-bakery", "carol@bakery.example"),
+    ("Acme Corp", "acme", "contact@acme.example", True),
+    ("Bigshop Ltd", "bigshop", "it@bigshop.example", True),
+    ("Carol's Bakery", "carols-bakery", "carol@bakery.example", False),
 ]
 
 
@@ -36,13 +42,32 @@ def _demo_password() -> str:
 class Command(BaseCommand):
     help = "Create (or reuse) a demo: staff login, clients, portal contacts and the sandbox OAuth app."
 
-    @transaction.atomic
-    def handle(self, *args, **options) -> None:
-        from cloudflare_sandbox.seed import DEMO_CLIENT_ID, DEMO_CLIENT_NAME, DEMO_CLIENT_SECRET
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--sandbox-grants",
+            action="store_true",
+            help="Wait for the Cloudflare sandbox, then connect Bigshop Ltd (as bob@example.com) if it has no grant.",
+        )
+
+    def handle(self, *args, sandbox_grants: bool, **options) -> None:
+        if sandbox_grants:
+            self._connect_bigshop()
+            return
+        password = _demo_password()
+        with transaction.atomic():
+            app, contacts = self._seed(password)
+        self._print(password, contacts)
+
+    def _seed(self, password: str):
+        from cloudflare_sandbox.seed import (
+            DEMO_CLIENT_ID,
+            DEMO_CLIENT_NAME,
+            DEMO_CLIENT_SECRET,
+            DEMO_OPTIONAL_SCOPES,
+            DEMO_SCOPES,
+        )
 
         User = get_user_model()
-        password = _demo_password()
-
         admin, created = User.objects.get_or_create(
             username="admin", defaults={"email": "admin@agency.example", "is_staff": True, "is_superuser": True}
         )
@@ -50,46 +75,120 @@ class Command(BaseCommand):
             admin.set_password(password)
             admin.save()
 
-        app = OAuthApp.objects.filter(client_id=DEMO_CLIENT_ID).first() or OAuthApp(client_id=DEMO_CLIENT_ID)
-        if app.pk is None:
-            app.name = DEMO_CLIENT_NAME
+        app = OAuthApp.objects.filter(client_id=DEMO_CLIENT_ID).first()
+        if app is None:
+            app = OAuthApp(
+                client_id=DEMO_CLIENT_ID,
+                name=DEMO_CLIENT_NAME,
+                redirect_uri=f"{settings.SITE_URL}/oauth/cloudflare/callback/",
+                required_scopes=[s for s in DEMO_SCOPES if s != "offline_access"],
+                optional_scopes=list(DEMO_OPTIONAL_SCOPES),
+                visibility=OAuthApp.Visibility.PUBLIC,
+                publisher_domain="agency.example",
+                is_default=not OAuthApp.objects.filter(is_default=True).exists(),
+            )
             app.set_client_secret(DEMO_CLIENT_SECRET)
-            app.redirect_uri = f"{settings.SITE_URL}/oauth/cloudflare/callback/"
-            app.required_scopes = ["user-details.read", "account-settings.read", "zone.read", "dns.read"]
-            app.optional_scopes = ["dns.write", "cache.purge", "zone-settings.read", "analytics.read"]
-            app.visibility = OAuthApp.Visibility.PUBLIC
-            app.publisher_domain = "agency.example"
-            app.is_default = not OAuthApp.objects.filter(is_default=True).exists()
             app.save()
 
         contacts = []
-        for name, slug, email in DEMO_CLIENTS:
+        for name, slug, email, joined in DEMO_CLIENTS:
             client, _ = Client.objects.get_or_create(slug=slug, defaults={"name": name, "account_manager": admin})
             user, created = User.objects.get_or_create(username=email, defaults={"email": email})
             if created:
-                user.set_password(password)
+                if joined:
+                    user.set_password(password)
+                else:
+                    user.set_unusable_password()
                 user.save()
                 ClientMember.objects.get_or_create(
-                    user=user, defaults={"client": client, "role": ClientMember.Role.OWNER, "invited_by": admin}
+                    user=user,
+                    defaults={
+                        "client": client,
+                        "role": ClientMember.Role.OWNER,
+                        "invited_by": admin,
+                        "joined_at": timezone.now() if joined else None,
+                    },
                 )
-            contacts.append((name, email))
+            contacts.append((name, email, joined))
+        return app, contacts
 
+    def _print(self, password: str, contacts) -> None:
         site = settings.SITE_URL
         lines = [
             "",
-            "=" * 72,
+            "=" * 76,
             f"  Agency Portal demo — {OAuthApp.objects.count()} OAuth app(s), {Client.objects.count()} client(s)",
             "",
             f"  Staff admin:    {site}{reverse('admin:index')}",
-            f"                  login: admin / {password}",
-            f"  Client portal:  {site}/portal/",
+            f"                  admin / {password}",
+            f"  Client portal:  {site}{reverse('clients:home')}",
         ]
-        lines += [f"                  {email} / {password}  ({name})" for name, email in contacts]
+        for name, email, joined in contacts:
+            lines.append(f"                  {email} / {password}  ({name})" if joined else f"                  {email}  ({name}: invited, not joined yet)")
         lines += [
-            f"  Cloudflare sandbox: {settings.CLOUDFLARE_SANDBOX_URL}",
-            "                  alice@example.com / sandbox-password (2 accounts)",
-            "                  bob@example.com / sandbox-password (125 zones)",
-            "=" * 72,
+            f"  Cloudflare sandbox: {settings.CLOUDFLARE_SANDBOX_URL}  (consent as a Cloudflare user:)",
+            "                  alice@example.com / sandbox-password  (2 accounts)",
+            "                  bob@example.com / sandbox-password    (Bigshop Ltd, 125 zones)",
+            "  Tokens live 2 minutes in the demo: watch the worker refresh them.",
+            "=" * 76,
             "",
         ]
         self.stdout.write("\n".join(lines))
+
+    def _connect_bigshop(self) -> None:
+        """Give the workers something to do: one real grant minted at the sandbox, then synced."""
+        from cloudflare_sandbox.seed import DEMO_CLIENT_ID
+
+        client = Client.objects.filter(slug="bigshop").first()
+        app = OAuthApp.objects.filter(client_id=DEMO_CLIENT_ID).first()
+        if client is None or app is None:
+            raise CommandError("Run `manage.py seed_demo` first.")
+        if Grant.objects.filter(client=client, status__in=LIVE_STATUSES).exists():
+            return
+        base = settings.CLOUDFLARE_SANDBOX_URL
+        for _ in range(60):
+            try:
+                requests.get(f"{base}/.well-known/openid-configuration", timeout=2)
+                break
+            except requests.RequestException:
+                time.sleep(0.5)
+        else:
+            self.stderr.write("The sandbox did not answer; Bigshop Ltd stays unconnected.")
+            return
+        scopes = ["offline_access", *app.required_scopes, "dns.write"]
+        response = requests.post(
+            f"{base}/__sandbox__/grants",
+            json={"client_id": app.client_id, "user_email": "bob@example.com", "scopes": scopes, "accounts": "all"},
+            timeout=10,
+        )
+        if response.status_code != 200:
+            self.stderr.write("The sandbox's control endpoint is off; Bigshop Ltd stays unconnected.")
+            return
+        minted = response.json()[0]
+        from connections import cloudflare
+
+        cf_user = cloudflare.get_user(access_token=minted["access_token"])
+        now = timezone.now()
+        with transaction.atomic():
+            grant = Grant(
+                client=client,
+                app=app,
+                cf_user_id=cf_user["id"],
+                cf_user_email=cf_user.get("email", "bob@example.com"),
+                requested_scopes=app.all_scopes,
+                granted_scopes=minted["scope"].split(),
+                declined_scopes=[s for s in app.optional_scopes if s not in minted["scope"].split()],
+                access_expires_at=now + timedelta(seconds=minted["expires_in"]),
+                next_refresh_at=now + timedelta(seconds=minted["expires_in"] * 0.7),
+                next_check_at=now,
+            )
+            grant.set_tokens(access_token=minted["access_token"], refresh_token=minted["refresh_token"])
+            grant.save()
+            GrantEvent.objects.create(
+                grant=grant, client=client, kind=GrantEvent.Kind.CONNECTED, message="Demo grant (bob@example.com)"
+            )
+        # The first health check fills in the accounts and zones over the API.
+        from connections.services.health import grant_check
+
+        outcome = grant_check(grant_id=grant.pk, force=True)
+        self.stdout.write(f"Connected Bigshop Ltd as bob@example.com (first check: {outcome}).")

@@ -13,8 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from clients.models import Client
-from connections.models import LIVE_STATUSES, Alert, Grant, GrantEvent
+from connections.models import LIVE_STATUSES, Grant, GrantEvent
 
 from .models import DailyFleetStats
 
@@ -34,7 +33,11 @@ class Tile:
 
 
 def _changelist(model: str, **params: str) -> str:
-    return f"{reverse(f'admin:{model}_changelist')}?{urlencode(params)}" if params else reverse(f"admin:{model}_changelist")
+    return (
+        f"{reverse(f'admin:{model}_changelist')}?{urlencode(params)}"
+        if params
+        else reverse(f"admin:{model}_changelist")
+    )
 
 
 def fleet_summary(*, grants, clients, alerts, now=None) -> dict:
@@ -62,12 +65,27 @@ def fleet_summary(*, grants, clients, alerts, now=None) -> dict:
     since = (now - REVOKED_RECENTLY).strftime("%Y-%m-%d")
     tiles = [
         Tile("Active grants", g["active"], _changelist("connections_grant", status__exact="active"), "good"),
-        Tile("Refresh failing", g["refresh_failing"], _changelist("connections_grant", status__exact="refresh_failing"), "bad"),
+        Tile(
+            "Refresh failing",
+            g["refresh_failing"],
+            _changelist("connections_grant", status__exact="refresh_failing"),
+            "bad",
+        ),
         Tile("Needs re-consent", g["needs_reconsent"], _changelist("connections_grant", attention="reconsent"), "warn"),
         Tile("Access expiring within 1 h", g["expiring"], _changelist("connections_grant", expiry="soon"), "warn"),
-        Tile("Revoked in the last 7 days", g["revoked_7d"], _changelist("connections_grant", status__exact="revoked", ended_at__gte=since), "bad"),
+        Tile(
+            "Revoked in the last 7 days",
+            g["revoked_7d"],
+            _changelist("connections_grant", status__exact="revoked", ended_at__gte=since),
+            "bad",
+        ),
         Tile("Failing health checks", g["failing_checks"], _changelist("connections_grant", attention="health"), "bad"),
-        Tile("Revocation pending", g["disconnecting"], _changelist("connections_grant", status__exact="disconnecting"), "warn"),
+        Tile(
+            "Revocation pending",
+            g["disconnecting"],
+            _changelist("connections_grant", status__exact="disconnecting"),
+            "warn",
+        ),
         Tile("Clients with no grant", c["without_grant"], _changelist("clients_client", connection="none"), "warn"),
         Tile("Open alerts", open_alerts, _changelist("connections_alert", open="yes", acknowledged="no"), "bad"),
     ]
@@ -82,7 +100,9 @@ def health_history(*, today: date | None = None, days: int = CHART_DAYS) -> list
     return [(start + timedelta(days=i), rows.get(start + timedelta(days=i), {})) for i in range(days)]
 
 
-def refresh_success_history(*, events, today: date | None = None, days: int = CHART_DAYS) -> list[tuple[date, int, int]]:
+def refresh_success_history(
+    *, events, today: date | None = None, days: int = CHART_DAYS
+) -> list[tuple[date, int, int]]:
     """(day, refreshes that succeeded, refreshes that failed) per day, from the audit trail. One query."""
     today = today or timezone.localdate()
     start = today - timedelta(days=days - 1)
@@ -118,12 +138,23 @@ def health_chart_svg(history: list[tuple[date, dict]]) -> str:
             h = (HEIGHT - 2 * PAD) * n / peak
             y -= h
             rects.append(
-                (f"{PAD + i * bar_w + 1:.1f}", f"{y:.1f}", f"{max(bar_w - 2, 1):.1f}", f"{h:.1f}", HEALTH_COLOURS[key], f"{day:%d %b}: {n} {key}")
+                (
+                    f"{PAD + i * bar_w + 1:.1f}",
+                    f"{y:.1f}",
+                    f"{max(bar_w - 2, 1):.1f}",
+                    f"{h:.1f}",
+                    HEALTH_COLOURS[key],
+                    f"{day:%d %b}: {n} {key}",
+                )
             )
-    body = format_html_join(
-        "", '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>', rects
+    body = format_html_join("", '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>', rects)
+    return _svg(
+        "Grant health per day, last 30 days",
+        body,
+        history[0][0] if history else None,
+        history[-1][0] if history else None,
+        peak,
     )
-    return _svg("Grant health per day, last 30 days", body, history[0][0] if history else None, history[-1][0] if history else None, peak)
 
 
 def refresh_chart_svg(history: list[tuple[date, int, int]]) -> str:
@@ -136,15 +167,31 @@ def refresh_chart_svg(history: list[tuple[date, int, int]]) -> str:
             continue
         rate = ok / total
         h = (HEIGHT - 2 * PAD) * rate
-        colour = HEALTH_COLOURS["healthy"] if rate >= 0.99 else HEALTH_COLOURS["degraded"] if rate >= 0.9 else HEALTH_COLOURS["failing"]
-        rects.append(
-            (f"{PAD + i * bar_w + 1:.1f}", f"{HEIGHT - PAD - h:.1f}", f"{max(bar_w - 2, 1):.1f}", f"{h:.1f}", colour,
-             f"{day:%d %b}: {rate:.1%} of {total} refreshes succeeded")
+        colour = (
+            HEALTH_COLOURS["healthy"]
+            if rate >= 0.99
+            else HEALTH_COLOURS["degraded"]
+            if rate >= 0.9
+            else HEALTH_COLOURS["failing"]
         )
-    body = format_html_join(
-        "", '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>', rects
+        rects.append(
+            (
+                f"{PAD + i * bar_w + 1:.1f}",
+                f"{HEIGHT - PAD - h:.1f}",
+                f"{max(bar_w - 2, 1):.1f}",
+                f"{h:.1f}",
+                colour,
+                f"{day:%d %b}: {rate:.1%} of {total} refreshes succeeded",
+            )
+        )
+    body = format_html_join("", '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>', rects)
+    return _svg(
+        "Refresh success rate per day, last 30 days",
+        body,
+        history[0][0] if history else None,
+        history[-1][0] if history else None,
+        "100%",
     )
-    return _svg("Refresh success rate per day, last 30 days", body, history[0][0] if history else None, history[-1][0] if history else None, "100%")
 
 
 def _svg(title: str, body, first: date | None, last: date | None, peak) -> str:
@@ -156,8 +203,17 @@ def _svg(title: str, body, first: date | None, last: date | None, peak) -> str:
         '<text x="{p}" y="{h}" font-size="10" fill="#666">{first}</text>'
         '<text x="{right}" y="{h}" font-size="10" fill="#666" text-anchor="end">{last}</text>'
         "{body}</svg>",
-        w=WIDTH, h=HEIGHT, t=title, p=PAD, base=HEIGHT - PAD, right=WIDTH - PAD, top=PAD - 6, peak=peak,
-        first=f"{first:%d %b}" if first else "", last=f"{last:%d %b}" if last else "", body=body,
+        w=WIDTH,
+        h=HEIGHT,
+        t=title,
+        p=PAD,
+        base=HEIGHT - PAD,
+        right=WIDTH - PAD,
+        top=PAD - 6,
+        peak=peak,
+        first=f"{first:%d %b}" if first else "",
+        last=f"{last:%d %b}" if last else "",
+        body=body,
     )
 
 
@@ -172,4 +228,3 @@ def fleet_stats_record(*, now=None) -> DailyFleetStats:
         defaults={"grants_by_health": by_health, "grants_by_status": by_status, "recorded_at": now},
     )
     return stats
-

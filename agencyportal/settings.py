@@ -236,9 +236,7 @@ CLOUDFLARE_AUTHORIZE_URL = env.str("CLOUDFLARE_AUTHORIZE_URL", default=f"{CLOUDF
 CLOUDFLARE_TOKEN_URL = env.str("CLOUDFLARE_TOKEN_URL", default=f"{CLOUDFLARE_OAUTH_BASE_URL}/oauth2/token")
 CLOUDFLARE_REVOKE_URL = env.str("CLOUDFLARE_REVOKE_URL", default=f"{CLOUDFLARE_OAUTH_BASE_URL}/oauth2/revoke")
 CLOUDFLARE_ISSUER = env.str("CLOUDFLARE_ISSUER", default=CLOUDFLARE_OAUTH_BASE_URL)
-CLOUDFLARE_API_BASE_URL = env.str(
-    "CLOUDFLARE_API_BASE_URL", default=f"{CLOUDFLARE_SANDBOX_URL}/client/v4"
-).rstrip("/")
+CLOUDFLARE_API_BASE_URL = env.str("CLOUDFLARE_API_BASE_URL", default=f"{CLOUDFLARE_SANDBOX_URL}/client/v4").rstrip("/")
 CLOUDFLARE_CONNECT_TIMEOUT = env.float("CLOUDFLARE_CONNECT_TIMEOUT", default=5.0)
 CLOUDFLARE_READ_TIMEOUT = env.float("CLOUDFLARE_READ_TIMEOUT", default=15.0)
 # Largest response body the portal reads from Cloudflare (bytes); a bigger one is an error.

@@ -47,7 +47,12 @@ class GrantInline(admin.TabularInline):
     verbose_name_plural = "Cloudflare grants"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Grant]:
-        return super().get_queryset(request).select_related("app", "client").defer("access_token", "refresh_token", "app__client_secret")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("app", "client")
+            .defer("access_token", "refresh_token", "app__client_secret")
+        )
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
@@ -82,7 +87,14 @@ CONNECTION_LABELS = {
 class ClientAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
     client_path = ""
     list_display = (
-        "name", "connection", "account_manager", "is_active", "members_count", "live_grants", "accounts_count", "created_at"
+        "name",
+        "connection",
+        "account_manager",
+        "is_active",
+        "members_count",
+        "live_grants",
+        "accounts_count",
+        "created_at",
     )
     list_filter = (ConnectionFilter, "is_active", "account_manager")
     search_fields = ("name", "slug", "members__user__email", "cloudflare_accounts__name")
@@ -108,11 +120,15 @@ class ClientAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
                 _accounts=Count("cloudflare_accounts", distinct=True),
                 _connection=Case(
                     When(grants(status=Grant.Status.REFRESH_FAILING), then=Value("broken")),
-                    When(~grants(status__in=LIVE_STATUSES) & grants(status__in=["revoked", "lost"]), then=Value("broken")),
+                    When(
+                        ~grants(status__in=LIVE_STATUSES) & grants(status__in=["revoked", "lost"]), then=Value("broken")
+                    ),
                     When(grants(status=Grant.Status.NEEDS_RECONSENT), then=Value("partial")),
                     When(
                         Exists(
-                            Grant.objects.filter(client=OuterRef("pk"), status=Grant.Status.ACTIVE).exclude(declined_scopes=[])
+                            Grant.objects.filter(client=OuterRef("pk"), status=Grant.Status.ACTIVE).exclude(
+                                declined_scopes=[]
+                            )
                         ),
                         then=Value("partial"),
                     ),
@@ -164,7 +180,15 @@ class ZoneInline(admin.TabularInline):
 
 @admin.register(CloudflareAccount)
 class CloudflareAccountAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
-    list_display = ("name", "cf_account_id", "client", "oauth_access_enabled", "zones_count", "last_seen_at", "removed_at")
+    list_display = (
+        "name",
+        "cf_account_id",
+        "client",
+        "oauth_access_enabled",
+        "zones_count",
+        "last_seen_at",
+        "removed_at",
+    )
     list_filter = ("oauth_access_enabled", ("removed_at", admin.EmptyFieldListFilter))
     search_fields = ("name", "cf_account_id", "client__name")
     list_select_related = ("client",)

@@ -43,9 +43,7 @@ class ClientMember(models.Model):
         VIEWER = "viewer", "Viewer (read only)"
 
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="members")
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="client_membership"
-    )
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="client_membership")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.OWNER)
     invited_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

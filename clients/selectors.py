@@ -64,8 +64,4 @@ def portal_grants(*, client_id: int) -> list[Grant]:
 
 def authorization_request_for_client(*, client_id: int, pk: int) -> AuthorizationRequest | None:
     """A consent attempt of this client (for showing its outcome), or None."""
-    return (
-        AuthorizationRequest.objects.select_related("app", "grant")
-        .filter(pk=pk, client_id=client_id)
-        .first()
-    )
+    return AuthorizationRequest.objects.select_related("app", "grant").filter(pk=pk, client_id=client_id).first()

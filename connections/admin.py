@@ -75,8 +75,16 @@ class OAuthAppForm(forms.ModelForm):
     class Meta:
         model = OAuthApp
         fields = (
-            "name", "client_id", "token_endpoint_auth_method", "redirect_uri", "required_scopes",
-            "optional_scopes", "visibility", "publisher_domain", "is_default", "is_active",
+            "name",
+            "client_id",
+            "token_endpoint_auth_method",
+            "redirect_uri",
+            "required_scopes",
+            "optional_scopes",
+            "visibility",
+            "publisher_domain",
+            "is_default",
+            "is_active",
         )  # never "client_secret": it is write-only through new_client_secret
 
     def clean(self):
@@ -104,13 +112,25 @@ class OAuthAppForm(forms.ModelForm):
 @admin.register(OAuthApp)
 class OAuthAppAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
     form = OAuthAppForm
-    list_display = ("name", "client_id", "visibility", "publisher_domain", "is_default", "is_active", "secret_masked", "grants_count")
+    list_display = (
+        "name",
+        "client_id",
+        "visibility",
+        "publisher_domain",
+        "is_default",
+        "is_active",
+        "secret_masked",
+        "grants_count",
+    )
     list_filter = ("visibility", "is_active", "is_default")
     search_fields = ("name", "client_id", "publisher_domain")
     readonly_fields = ("secret_masked", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "client_id", "new_client_secret", "secret_masked", "token_endpoint_auth_method")}),
-        ("Consent", {"fields": ("redirect_uri", "required_scopes", "optional_scopes", "visibility", "publisher_domain")}),
+        (
+            "Consent",
+            {"fields": ("redirect_uri", "required_scopes", "optional_scopes", "visibility", "publisher_domain")},
+        ),
         ("State", {"fields": ("is_default", "is_active", "created_at", "updated_at")}),
     )
 
@@ -267,7 +287,20 @@ class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin)
                 )
             },
         ),
-        ("State", {"fields": ("status", "end_reason", "status_changed_at", "ended_at", "health", "last_error", "replaced_by")}),
+        (
+            "State",
+            {
+                "fields": (
+                    "status",
+                    "end_reason",
+                    "status_changed_at",
+                    "ended_at",
+                    "health",
+                    "last_error",
+                    "replaced_by",
+                )
+            },
+        ),
         (
             "Tokens (fingerprints only)",
             {
@@ -314,7 +347,8 @@ class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin)
         ids = list(queryset.values_list("pk", flat=True)[: self.INLINE_LIMIT + 1])
         if len(ids) > self.INLINE_LIMIT:
             self.message_user(
-                request, f"Select at most {self.INLINE_LIMIT} grants: the scheduler refreshes and checks the others.",
+                request,
+                f"Select at most {self.INLINE_LIMIT} grants: the scheduler refreshes and checks the others.",
                 messages.WARNING,
             )
             return None
@@ -343,7 +377,9 @@ class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin)
         ids = self._inline_ids(request, queryset)
         if ids is not None:
             outcomes = [str(grant_check(grant_id=pk, force=True)) for pk in ids]
-            self.message_user(request, f"Health check of {len(ids)} grant(s): {self._summary(outcomes)}.", messages.INFO)
+            self.message_user(
+                request, f"Health check of {len(ids)} grant(s): {self._summary(outcomes)}.", messages.INFO
+            )
 
     @admin.action(description="Send a re-consent link (asks only for what is missing)", permissions=["change"])
     def send_reconsent_link(self, request: HttpRequest, queryset: QuerySet[Grant]) -> None:
@@ -530,7 +566,17 @@ class AcknowledgedFilter(admin.SimpleListFilter):
 
 @admin.register(Alert)
 class AlertAdmin(ClientScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("created_at", "kind", "client", "grant", "message", "is_open", "email_status", "webhook_status", "acknowledged_at")
+    list_display = (
+        "created_at",
+        "kind",
+        "client",
+        "grant",
+        "message",
+        "is_open",
+        "email_status",
+        "webhook_status",
+        "acknowledged_at",
+    )
     list_filter = ("kind", OpenFilter, AcknowledgedFilter)
     search_fields = ("client__name", "grant__cf_user_email", "message")
     list_select_related = ("client", "grant__client")

@@ -137,9 +137,7 @@ def _request(method: str, url: str, *, label: str, **kwargs: Any) -> tuple[reque
     """Send one request: no retries, no redirects, bounded time and size. Returns (response, body)."""
     started = time.monotonic()
     try:
-        response = _session().request(
-            method, url, timeout=_timeout(), allow_redirects=False, stream=True, **kwargs
-        )
+        response = _session().request(method, url, timeout=_timeout(), allow_redirects=False, stream=True, **kwargs)
         body = _read_capped(response)
     except requests.exceptions.ConnectTimeout as exc:
         raise Unavailable(f"{label}: connect timeout") from exc
@@ -190,7 +188,9 @@ def _json(response: requests.Response, body: bytes, label: str) -> Any:
 
         return json.loads(body)
     except ValueError as exc:
-        raise BadResponse(f"{label}: malformed JSON (HTTP {response.status_code})", status=response.status_code) from exc
+        raise BadResponse(
+            f"{label}: malformed JSON (HTTP {response.status_code})", status=response.status_code
+        ) from exc
 
 
 # --- OAuth ---------------------------------------------------------------------------------------
@@ -237,7 +237,11 @@ def _oauth_error(response: requests.Response, payload: Any) -> OAuthError:
 
 def _token_call(app: Any, data: dict[str, str], label: str) -> TokenResponse:
     response, body = _request(
-        "POST", settings.CLOUDFLARE_TOKEN_URL, label=label, headers={"Accept": "application/json"}, **_client_auth(app, data)
+        "POST",
+        settings.CLOUDFLARE_TOKEN_URL,
+        label=label,
+        headers={"Accept": "application/json"},
+        **_client_auth(app, data),
     )
     status = response.status_code
     if status == 429:
@@ -351,7 +355,9 @@ def api_request(
     if status == 429 or RATE_LIMIT_CODE in codes:
         raise RateLimited(f"{label}: rate limited", status=status, retry_after=_retry_after(response))
     if status != 200 or not envelope.get("success"):
-        raise ApiError(f"{label}: HTTP {status}, codes {codes}", status=status, codes=[c for c in codes if isinstance(c, int)])
+        raise ApiError(
+            f"{label}: HTTP {status}, codes {codes}", status=status, codes=[c for c in codes if isinstance(c, int)]
+        )
     return envelope
 
 

@@ -31,11 +31,10 @@ class OAuthApp(models.Model):
     client_id = models.CharField("OAuth client ID", max_length=200, unique=True)
     client_secret = EncryptedTextField(blank=True, help_text="Write-only: stored encrypted, never shown.")
     client_secret_fp = models.CharField(max_length=64, blank=True, editable=False)
-    token_endpoint_auth_method = models.CharField(
-        max_length=32, choices=AuthMethod.choices, default=AuthMethod.BASIC
-    )
+    token_endpoint_auth_method = models.CharField(max_length=32, choices=AuthMethod.choices, default=AuthMethod.BASIC)
     redirect_uri = models.URLField(
-        max_length=500, help_text="Exactly as registered at Cloudflare, e.g. https://portal.example/oauth/cloudflare/callback/"
+        max_length=500,
+        help_text="Exactly as registered at Cloudflare, e.g. https://portal.example/oauth/cloudflare/callback/",
     )
     required_scopes = models.JSONField(default=list, blank=True, help_text="Scope ids the agency needs.")
     optional_scopes = models.JSONField(default=list, blank=True, help_text="Scope ids a client may decline.")
@@ -230,8 +229,13 @@ class Grant(models.Model):
             models.CheckConstraint(
                 condition=Q(
                     status__in=[
-                        "active", "refresh_failing", "needs_reconsent", "disconnecting",
-                        "disconnected", "revoked", "lost",
+                        "active",
+                        "refresh_failing",
+                        "needs_reconsent",
+                        "disconnecting",
+                        "disconnected",
+                        "revoked",
+                        "lost",
                     ]
                 ),
                 name="connections_grant_status_valid",
@@ -457,8 +461,14 @@ class Alert(models.Model):
             models.CheckConstraint(
                 condition=Q(
                     kind__in=[
-                        "revoked", "lost", "refresh_failing", "scope_missing", "health_failing",
-                        "recovered", "disconnected", "client_config",
+                        "revoked",
+                        "lost",
+                        "refresh_failing",
+                        "scope_missing",
+                        "health_failing",
+                        "recovered",
+                        "disconnected",
+                        "client_config",
                     ]
                 ),
                 name="connections_alert_kind_valid",
@@ -483,7 +493,9 @@ class Alert(models.Model):
         indexes = [
             # Drained by the alert delivery sweep.
             models.Index(
-                fields=["next_delivery_at"], condition=Q(delivered_at__isnull=True), name="connections_alert_undelivered"
+                fields=["next_delivery_at"],
+                condition=Q(delivered_at__isnull=True),
+                name="connections_alert_undelivered",
             ),
         ]
 

@@ -38,6 +38,7 @@ def _prefix() -> str:
     # One namespace per deployment sharing a Redis; tests use their own.
     return getattr(settings, "CLOUDFLARE_RATELIMIT_KEY_PREFIX", "ap:rl")
 
+
 # KEYS: 1 global block, 2 user block, 3 global window counter, 4 user window counter
 # ARGV: 1 global rate, 2 user budget, 3 user window seconds, 4 seconds left in the user window,
 #       5 count the user (1/0)

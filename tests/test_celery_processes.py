@@ -51,13 +51,19 @@ def _run_worker_and_beat(tmp_path: Path, broker: str) -> None:
             procs.append(
                 subprocess.Popen(
                     [*celery, "worker", "--loglevel", "info", "--pool", "solo", "--without-mingle", "--without-gossip"],
-                    cwd=ROOT, env=env, stdout=wl, stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                    env=env,
+                    stdout=wl,
+                    stderr=subprocess.STDOUT,
                 )
             )
             procs.append(
                 subprocess.Popen(
                     [*celery, "beat", "--loglevel", "info", "--schedule", str(tmp_path / "beat-schedule")],
-                    cwd=ROOT, env=env, stdout=bl, stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                    env=env,
+                    stdout=bl,
+                    stderr=subprocess.STDOUT,
                 )
             )
             assert _wait_for(worker_log, "ready", 60), worker_log.read_text()

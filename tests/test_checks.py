@@ -71,7 +71,13 @@ def test_it_warns_about_development_backends_in_production(settings):
         CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
         STAFF_OTP_REQUIRED=False,
     )
-    assert {"agencyportal.W001", "agencyportal.W002", "agencyportal.W003", "agencyportal.W004", "agencyportal.W005"} <= ids
+    assert {
+        "agencyportal.W001",
+        "agencyportal.W002",
+        "agencyportal.W003",
+        "agencyportal.W004",
+        "agencyportal.W005",
+    } <= ids
 
 
 def test_it_accepts_the_development_defaults(settings):

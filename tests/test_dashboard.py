@@ -59,7 +59,9 @@ def test_it_counts_the_fleet_and_links_each_number_to_its_list(admin_client):
 def test_it_draws_the_health_and_refresh_charts_as_inline_svg(admin_client):
     _seed(3)
     DailyFleetStats.objects.create(
-        date=timezone.localdate() - timedelta(days=3), grants_by_health={"healthy": 2, "failing": 1}, recorded_at=timezone.now()
+        date=timezone.localdate() - timedelta(days=3),
+        grants_by_health={"healthy": 2, "failing": 1},
+        recorded_at=timezone.now(),
     )
     body = admin_client.get(reverse("admin:index")).content.decode()
     assert body.count('<svg class="fleet-chart"') == 2

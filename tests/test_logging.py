@@ -25,7 +25,9 @@ def test_it_masks_secrets_in_log_arguments_and_tracebacks():
     except ValueError:
         import sys
 
-        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "token %s", ("cfoat_QWERTYUIOPASDFGH",), sys.exc_info())
+        record = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "token %s", ("cfoat_QWERTYUIOPASDFGH",), sys.exc_info()
+        )
     assert record_filter.filter(record)
     formatted = logging.Formatter().format(record)
     assert "cfoat_QWERTYUIOPASDFGH" not in formatted

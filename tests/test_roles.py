@@ -46,15 +46,24 @@ def manager_client(client, world):
 
 
 def test_it_lists_only_the_managers_own_clients_everywhere(manager_client, world):
-    for name in ("clients_client", "connections_grant", "connections_grantevent", "connections_alert",
-                 "clients_cloudflareaccount", "clients_zone", "clients_clientmember"):
+    for name in (
+        "clients_client",
+        "connections_grant",
+        "connections_grantevent",
+        "connections_alert",
+        "clients_cloudflareaccount",
+        "clients_zone",
+        "clients_clientmember",
+    ):
         body = manager_client.get(reverse(f"admin:{name}_changelist")).content.decode()
         assert "mine" in body.lower(), name
         assert "theirs" not in body.lower(), name
 
 
 def test_it_finds_nothing_of_another_manager_by_search(manager_client, world):
-    body = manager_client.get(reverse("admin:connections_grant_changelist"), {"q": "owner@theirs.example"}).content.decode()
+    body = manager_client.get(
+        reverse("admin:connections_grant_changelist"), {"q": "owner@theirs.example"}
+    ).content.decode()
     assert "0 results" in body
     assert 'field-cf_user_email">owner@theirs' not in body
 
@@ -119,11 +128,17 @@ def test_support_sees_everything_and_changes_nothing(client, world):
     page = client.get(reverse("admin:clients_client_change", args=[grant.client.pk]))
     assert page.status_code == 200 and b'name="_save"' not in page.content
     alert = Alert.objects.get(grant=grant)
-    client.post(reverse("admin:connections_alert_changelist"), {"action": "acknowledge", "_selected_action": [alert.pk]})
+    client.post(
+        reverse("admin:connections_alert_changelist"), {"action": "acknowledge", "_selected_action": [alert.pk]}
+    )
     alert.refresh_from_db()
     assert alert.acknowledged_at is None
 
 
 def test_the_roles_exist_after_migrations(db):
-    assert set(Group.objects.values_list("name", flat=True)) >= {roles.AGENCY_ADMIN, roles.ACCOUNT_MANAGER, roles.SUPPORT}
+    assert set(Group.objects.values_list("name", flat=True)) >= {
+        roles.AGENCY_ADMIN,
+        roles.ACCOUNT_MANAGER,
+        roles.SUPPORT,
+    }
     assert not Group.objects.get(name=roles.SUPPORT).permissions.exclude(codename__startswith="view_").exists()

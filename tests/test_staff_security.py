@@ -81,7 +81,6 @@ def test_it_does_not_let_a_client_contact_into_the_admin(client, client_owner, o
 
 
 def test_it_locks_out_a_username_and_ip_after_repeated_failures_and_lets_the_cool_off_expire(client, staff, settings):
-    import time
 
     import time_machine
 

@@ -130,7 +130,11 @@ def requested_scopes_for(*, app: OAuthApp, purpose: str, grant: Grant | None = N
     permission granted before. So by default the request repeats the full list (the earlier
     choices stay ticked on Cloudflare's screen) and the pre-consent page shows what is new.
     """
-    if purpose == AuthorizationRequest.Purpose.ADD_SCOPES and grant is not None and settings.CLOUDFLARE_INCREMENTAL_CONSENT:
+    if (
+        purpose == AuthorizationRequest.Purpose.ADD_SCOPES
+        and grant is not None
+        and settings.CLOUDFLARE_INCREMENTAL_CONSENT
+    ):
         return [OFFLINE_ACCESS, *missing_scopes(grant=grant)]
     return app.all_scopes
 
@@ -194,7 +198,7 @@ def _has_control_chars(value: str) -> bool:
 
 
 def callback_params_check(*, raw_query: str, params: Mapping[str, list[str]]) -> str:
-    """"" when the callback query is acceptable, else the reason it is not (no lookup done yet)."""
+    """ "" when the callback query is acceptable, else the reason it is not (no lookup done yet)."""
     if len(raw_query) > MAX_CALLBACK_QUERY_BYTES:
         return "oversized"
     for name, values in params.items():
@@ -566,8 +570,10 @@ def _upsert_reach(*, client: Client, reach: _Reach, now) -> list[CloudflareAccou
     """
     names = {str(a["id"]): str(a.get("name") or a["id"])[:255] for a in reach.accounts if a.get("id")}
     CloudflareAccount.objects.bulk_create(
-        [CloudflareAccount(client=client, cf_account_id=aid, name=name, first_seen_at=now, last_seen_at=now)
-         for aid, name in names.items()],
+        [
+            CloudflareAccount(client=client, cf_account_id=aid, name=name, first_seen_at=now, last_seen_at=now)
+            for aid, name in names.items()
+        ],
         ignore_conflicts=True,
     )
     accounts = list(CloudflareAccount.objects.filter(client=client, cf_account_id__in=list(names)))
@@ -586,8 +592,13 @@ def _upsert_reach(*, client: Client, reach: _Reach, now) -> list[CloudflareAccou
                 seen[(account.pk, str(z["id"]))] = z
     Zone.objects.bulk_create(
         [
-            Zone(account_id=acc_pk, cf_zone_id=zid, name=str(z.get("name") or zid)[:255], first_seen_at=now,
-                 last_seen_at=now)
+            Zone(
+                account_id=acc_pk,
+                cf_zone_id=zid,
+                name=str(z.get("name") or zid)[:255],
+                first_seen_at=now,
+                last_seen_at=now,
+            )
             for (acc_pk, zid), z in seen.items()
         ],
         ignore_conflicts=True,

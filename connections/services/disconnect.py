@@ -155,9 +155,11 @@ def grant_revoke_at_cloudflare(*, grant_id: int) -> RevokeResult:
                 # 400 unsupported_token_type / invalid token: Cloudflare will not (or need not)
                 # revoke it; nothing more we can do for this token.
                 logger.info("Revocation of grant %s %s answered %s: treated as done", grant.pk, hint, exc.error)
-            fields = {"refresh_token": "", "refresh_token_fp": ""} if hint == "refresh_token" else {
-                "access_token": "", "access_token_fp": ""
-            }
+            fields = (
+                {"refresh_token": "", "refresh_token_fp": ""}
+                if hint == "refresh_token"
+                else {"access_token": "", "access_token_fp": ""}
+            )
             # Erase the revoked token now (fenced on the generation: a rotation would have moved on).
             Grant.objects.filter(pk=grant.pk, refresh_generation=generation).update(**fields)
     except (cloudflare.TransientError, cloudflare.InvalidClient, crypto.TokenDecryptionError) as exc:

@@ -73,7 +73,9 @@ def alert_open(*, kind: str, message: str, grant: Grant | None = None, app: OAut
 
 def alerts_resolve(*, grant: Grant, kinds: list[str] | tuple[str, ...]) -> int:
     """Close the open alerts of these kinds for a grant (the problem is over)."""
-    return Alert.objects.filter(grant=grant, kind__in=kinds, resolved_at__isnull=True).update(resolved_at=timezone.now())
+    return Alert.objects.filter(grant=grant, kind__in=kinds, resolved_at__isnull=True).update(
+        resolved_at=timezone.now()
+    )
 
 
 def _enqueue_delivery(alert_id: int) -> None:

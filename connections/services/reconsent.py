@@ -36,7 +36,9 @@ def reconsent_needed(*, grant: Grant) -> str | None:
     """What the client should do: 'add_scopes', 'reconnect', or None (nothing is missing)."""
     if grant.status in (Grant.Status.LOST, Grant.Status.REVOKED):
         return "reconnect"
-    if grant.status in COMPLETABLE and (grant.missing_required_scopes or grant.declined_scopes or not grant.refresh_token_fp):
+    if grant.status in COMPLETABLE and (
+        grant.missing_required_scopes or grant.declined_scopes or not grant.refresh_token_fp
+    ):
         return "add_scopes" if grant.refresh_token_fp else "reconnect"
     return None
 

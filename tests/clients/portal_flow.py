@@ -14,7 +14,9 @@ OPTIONAL = ["dns.write", "cache.purge", "zone-settings.read", "analytics.read"]
 TEST_CALLBACK = "http://testserver/oauth/cloudflare/callback/"
 
 
-def register_sandbox_app(sandbox, *, redirect_uri: str = TEST_CALLBACK, name: str = "Example Agency Portal") -> OAuthApp:
+def register_sandbox_app(
+    sandbox, *, redirect_uri: str = TEST_CALLBACK, name: str = "Example Agency Portal"
+) -> OAuthApp:
     """Register an OAuth client at the sandbox and the matching OAuthApp (the default one)."""
     reg = sandbox.register_client(
         name=name,

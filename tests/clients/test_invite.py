@@ -56,9 +56,7 @@ def test_the_contact_sets_a_password_and_is_signed_in(client, acme, agency_admin
     assert response["Referrer-Policy"] == "no-referrer"
     page = client.get("/portal/welcome/set-password/")
     assert page.status_code == 200 and "jane@acme.example" in page.content.decode()
-    done = client.post(
-        "/portal/welcome/set-password/", {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}
-    )
+    done = client.post("/portal/welcome/set-password/", {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
     assert done.status_code == 302 and done["Location"] == "/portal/"
     assert client.get("/portal/").status_code == 200
     member = ClientMember.objects.get()

@@ -117,9 +117,7 @@ def test_it_rejects_a_callback_arriving_in_another_session_and_leaves_the_attemp
     assert the_request().outcome == "granted"
 
 
-def test_it_rejects_a_flow_started_by_one_user_and_finished_by_another(
-    cf_sandbox, started, other_client_owner
-):
+def test_it_rejects_a_flow_started_by_one_user_and_finished_by_another(cf_sandbox, started, other_client_owner):
     url, _ = started
     location = authorize_at_sandbox(url)
     attacker = Client()

@@ -101,7 +101,9 @@ BAD_ANSWERS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_ANSWERS))
-def test_it_rejects_an_unusable_token_answer_as_an_upstream_failure(cf_sandbox, cf_app, owner_client, monkeypatch, case):
+def test_it_rejects_an_unusable_token_answer_as_an_upstream_failure(
+    cf_sandbox, cf_app, owner_client, monkeypatch, case
+):
     answer = BAD_ANSWERS[case]
     answer.raw.seek(0)
     seam = run_callback(owner_client, monkeypatch, answer)
@@ -145,7 +147,9 @@ def test_it_flags_a_narrower_scope_than_requested(cf_sandbox, cf_app, owner_clie
     assert grant.granted_scopes == granted
     assert grant.declined_scopes == [s for s in OPTIONAL if s != "dns.write"]
     assert grant.scope_coverage == "partial"
-    assert GrantEvent.objects.get(kind=GrantEvent.Kind.SCOPE_DECLINED).detail["declined_scopes"] == grant.declined_scopes
+    assert (
+        GrantEvent.objects.get(kind=GrantEvent.Kind.SCOPE_DECLINED).detail["declined_scopes"] == grant.declined_scopes
+    )
 
 
 def test_it_marks_a_missing_required_scope_and_alerts(cf_sandbox, cf_app, owner_client, monkeypatch, live_tokens):
@@ -171,7 +175,9 @@ def test_it_marks_a_missing_required_scope_and_alerts(cf_sandbox, cf_app, owner_
     assert "a required permission is missing" in page
 
 
-def test_it_flags_a_missing_refresh_token_as_cannot_auto_refresh(cf_sandbox, cf_app, owner_client, monkeypatch, live_tokens):
+def test_it_flags_a_missing_refresh_token_as_cannot_auto_refresh(
+    cf_sandbox, cf_app, owner_client, monkeypatch, live_tokens
+):
     answer = fake_response(
         200,
         json.dumps(

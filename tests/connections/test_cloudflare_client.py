@@ -70,8 +70,16 @@ def server(settings):
     httpd.server_close()
 
 
-APP = SimpleNamespace(client_id="client id/1", client_secret="s3cret:+&", token_endpoint_auth_method="client_secret_basic")
-GOOD = {"access_token": "cfoat_abc", "token_type": "bearer", "expires_in": 3600, "refresh_token": "cfort_def", "scope": "zone.read dns.read"}
+APP = SimpleNamespace(
+    client_id="client id/1", client_secret="s3cret:+&", token_endpoint_auth_method="client_secret_basic"
+)
+GOOD = {
+    "access_token": "cfoat_abc",
+    "token_type": "bearer",
+    "expires_in": 3600,
+    "refresh_token": "cfort_def",
+    "scope": "zone.read dns.read",
+}
 
 
 def test_it_parses_a_good_refresh_answer_and_sends_basic_auth(server):
@@ -87,7 +95,9 @@ def test_it_parses_a_good_refresh_answer_and_sends_basic_auth(server):
 
 def test_it_sends_client_secret_post_in_the_body_when_registered_so(server):
     server.answer(200, GOOD)
-    cf.refresh(app=SimpleNamespace(**{**APP.__dict__, "token_endpoint_auth_method": "client_secret_post"}), refresh_token="x")
+    cf.refresh(
+        app=SimpleNamespace(**{**APP.__dict__, "token_endpoint_auth_method": "client_secret_post"}), refresh_token="x"
+    )
     request = server.requests[-1]
     assert "Authorization" not in request["headers"]
     assert "client_secret=" in request["body"]
@@ -239,7 +249,11 @@ def test_api_list_reads_every_page(server, monkeypatch):
 
     def fake(method, path, *, access_token, params=None, json=None):
         calls.append(params["page"])
-        return {"success": True, "result": pages[params["page"]], "result_info": {"page": params["page"], "total_pages": 2}}
+        return {
+            "success": True,
+            "result": pages[params["page"]],
+            "result_info": {"page": params["page"], "total_pages": 2},
+        }
 
     monkeypatch.setattr(cf, "api_request", fake)
     assert [z["id"] for z in cf.list_zones(access_token="t", account_id="acc")] == ["a", "b", "c"]
@@ -249,7 +263,11 @@ def test_api_list_reads_every_page(server, monkeypatch):
 def test_authorize_url_encodes_spaces_as_percent_20(settings):
     settings.CLOUDFLARE_AUTHORIZE_URL = "https://dash.cloudflare.com/oauth2/auth"
     url = cf.authorize_url(
-        client_id="cid", redirect_uri="https://p.example/cb/", scopes=["offline_access", "zone.read"], state="s", code_challenge="c"
+        client_id="cid",
+        redirect_uri="https://p.example/cb/",
+        scopes=["offline_access", "zone.read"],
+        state="s",
+        code_challenge="c",
     )
     assert "scope=offline_access%20zone.read" in url and "+" not in url
     assert "code_challenge_method=S256" in url

@@ -30,7 +30,9 @@ def start(owner_client) -> tuple[str, dict[str, str]]:
 
 
 def test_pkce_matches_the_rfc_7636_appendix_b_vector():
-    assert pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    assert (
+        pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    )
 
 
 def test_pkce_verifiers_are_fresh_and_well_formed():
@@ -88,7 +90,10 @@ def test_the_authorize_url_asks_for_offline_access_first_with_spaces_as_percent_
 def test_it_requests_only_the_declared_scopes(owner_client, oauth_app):
     """OA-09: the snapshot of what is asked for is the app's declaration, nothing more."""
     _, params = start(owner_client)
-    assert params["scope"] == "offline_access user-details.read account-settings.read zone.read dns.read dns.write cache.purge"
+    assert (
+        params["scope"]
+        == "offline_access user-details.read account-settings.read zone.read dns.read dns.write cache.purge"
+    )
 
 
 def test_the_pre_consent_page_explains_each_scope_in_plain_words(owner_client, oauth_app, settings):

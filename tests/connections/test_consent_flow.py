@@ -128,7 +128,9 @@ def test_it_asks_only_for_the_missing_permissions_when_cloudflare_merges_consent
 
     settings.CLOUDFLARE_INCREMENTAL_CONSENT = True
     grant = factories.GrantFactory(
-        client=acme, app=cf_app, granted_scopes=["offline_access", *cf_app.required_scopes, "dns.write"],
+        client=acme,
+        app=cf_app,
+        granted_scopes=["offline_access", *cf_app.required_scopes, "dns.write"],
         declined_scopes=["cache.purge", "zone-settings.read", "analytics.read"],
     )
     url = start_consent(owner_client, f"/oauth/grants/{grant.code}/add-permissions/")

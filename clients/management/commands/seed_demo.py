@@ -124,7 +124,11 @@ class Command(BaseCommand):
             f"  Client portal:  {site}{reverse('clients:home')}",
         ]
         for name, email, joined in contacts:
-            lines.append(f"                  {email} / {password}  ({name})" if joined else f"                  {email}  ({name}: invited, not joined yet)")
+            lines.append(
+                f"                  {email} / {password}  ({name})"
+                if joined
+                else f"                  {email}  ({name}: invited, not joined yet)"
+            )
         lines += [
             f"  Cloudflare sandbox: {settings.CLOUDFLARE_SANDBOX_URL}  (consent as a Cloudflare user:)",
             "                  alice@example.com / sandbox-password  (2 accounts)",

@@ -82,5 +82,7 @@ class Command(BaseCommand):
             total_current += current
         verb = "would be re-encrypted" if dry_run else "re-encrypted"
         self.stdout.write(
-            self.style.SUCCESS(f"Done: {total_rewritten} value(s) {verb}, {total_current} already under the newest key.")
+            self.style.SUCCESS(
+                f"Done: {total_rewritten} value(s) {verb}, {total_current} already under the newest key."
+            )
         )

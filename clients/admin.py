@@ -136,7 +136,7 @@ class ClientAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
                     default=Value("none"),
                 ),
             )
-        )
+        ).order_by("name")  # Meta.ordering is dropped from GROUP BY queries (autocomplete pages by it)
 
     @admin.display(description="Connection", ordering="_connection")
     def connection(self, obj: Client) -> str:

@@ -59,7 +59,7 @@ class GrantInline(admin.TabularInline):
 
     @admin.display(description="Scopes")
     def coverage(self, obj: Grant) -> str:
-        return {"complete": "Complete", "partial": "Partial", "missing": "Missing required"}[obj.scope_coverage]
+        return obj.get_scope_coverage_display()
 
 
 class ConnectionFilter(admin.SimpleListFilter):

@@ -430,7 +430,7 @@ class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin)
 
     @admin.display(description="Scopes")
     def coverage(self, obj: Grant) -> str:
-        return {"complete": "Complete", "partial": "Partial", "missing": "Missing required"}[obj.scope_coverage]
+        return obj.get_scope_coverage_display()
 
     @admin.display(description="Accounts", ordering="_accounts")
     def accounts_count(self, obj: Grant) -> int:

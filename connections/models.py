@@ -298,6 +298,11 @@ class Grant(models.Model):
             return "missing"
         return "partial" if self.declined_scopes else "complete"
 
+    COVERAGE_LABELS = {"complete": "Complete", "partial": "Partial", "missing": "Missing required"}
+
+    def get_scope_coverage_display(self) -> str:
+        return self.COVERAGE_LABELS[self.scope_coverage]
+
     def set_tokens(self, *, access_token: str, refresh_token: str) -> None:
         self.access_token = access_token
         self.refresh_token = refresh_token

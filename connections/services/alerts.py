@@ -108,7 +108,7 @@ def alert_deliver(*, alert_id: int) -> None:
 def alerts_dispatch_due(*, now=None, limit: int = 500) -> int:
     """Enqueue delivery of alerts that are due (a lost on-commit message, a scheduled retry)."""
     from ..tasks import deliver_alert_task
-    from .refresh import enqueue_each
+    from .dispatch import enqueue_each
 
     ids = list(alerts_due_for_delivery(now=now or timezone.now()).values_list("pk", flat=True)[:limit])
     enqueue_each(deliver_alert_task, ids)

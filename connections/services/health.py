@@ -36,9 +36,10 @@ from clients.models import CloudflareAccount, Zone
 from .. import cloudflare, ratelimit
 from ..models import LIVE_STATUSES, Alert, Grant, GrantEvent
 from ..selectors import CHECKABLE_STATUSES, grant_for_engine, grants_due_for_check
+from .dispatch import grants_dispatch_due
 from .events import alert_open, alerts_resolve, event_record
 from .refresh import Outcome as RefreshOutcome
-from .refresh import enqueue_each, grant_refresh, retry_delay
+from .refresh import grant_refresh, retry_delay
 
 logger = logging.getLogger(__name__)
 
@@ -391,32 +392,15 @@ def _who(grant: Grant) -> str:
 def grants_dispatch_due_checks(
     *, now: datetime | None = None, batch_size: int | None = None, max_batches: int | None = None
 ) -> int:
-    """Claim grants whose check is due and enqueue one check task per grant after commit.
-
-    Same claim as the refresh sweep: the due time moves forward by `GRANT_DISPATCH_RETRY`, so a
-    concurrent sweep does not see the grant, and a lost message only delays the check.
-    """
+    """Run by beat every minute: enqueue one check task per grant whose check is due."""
     from ..tasks import check_grant_task
 
-    now = now or timezone.now()
-    batch_size = batch_size or settings.GRANT_SWEEP_BATCH
-    max_batches = max_batches or settings.GRANT_SWEEP_MAX_BATCHES
-    redispatch = now + timedelta(seconds=settings.GRANT_DISPATCH_RETRY)
-    total = 0
-    for _ in range(max_batches):
-        with transaction.atomic():
-            ids = list(
-                grants_due_for_check(now=now)
-                .select_for_update(skip_locked=True)
-                .values_list("pk", flat=True)[:batch_size]
-            )
-            if not ids:
-                break
-            Grant.objects.filter(pk__in=ids, next_check_at__lte=now).update(next_check_at=redispatch)
-            transaction.on_commit(lambda ids=ids: enqueue_each(check_grant_task, ids))
-        total += len(ids)
-        if len(ids) < batch_size:
-            break
-    if total:
-        logger.info("check sweep: %s grant(s) due, enqueued", total)
-    return total
+    return grants_dispatch_due(
+        due=lambda now: grants_due_for_check(now=now),
+        due_field="next_check_at",
+        task=check_grant_task,
+        label="check",
+        now=now,
+        batch_size=batch_size,
+        max_batches=max_batches,
+    )

@@ -45,6 +45,7 @@ from django.utils import timezone
 from .. import cloudflare, crypto, ratelimit
 from ..models import Alert, Grant, GrantEvent
 from ..selectors import REFRESHABLE_STATUSES, grant_for_engine
+from .dispatch import grants_dispatch_due
 from .events import alert_open, alerts_resolve, event_record
 
 logger = logging.getLogger(__name__)
@@ -456,52 +457,16 @@ def _who(grant: Grant) -> str:
 def grants_dispatch_due_refreshes(
     *, now: datetime | None = None, batch_size: int | None = None, max_batches: int | None = None
 ) -> int:
-    """Claim due grants in batches and enqueue one refresh task per grant after commit.
-
-    Run by beat every minute. The database is the source of truth: the claim moves each grant's
-    `next_refresh_at` forward by `GRANT_DISPATCH_RETRY`, so a second dispatcher running at the same
-    time does not see it (and on PostgreSQL `SKIP LOCKED` keeps two sweeps off the same rows while
-    they run). If the message is lost (broker restart, a worker killed before acking) the grant
-    simply becomes due again after that delay and the next sweep enqueues it again. The task
-    itself is single-flight, so a duplicate message costs one cheap claim attempt.
-    """
+    """Run by beat every minute: enqueue one refresh task per grant whose refresh is due."""
     from ..selectors import grants_due_for_refresh
     from ..tasks import refresh_grant_task
 
-    now = now or timezone.now()
-    batch_size = batch_size or settings.GRANT_SWEEP_BATCH
-    max_batches = max_batches or settings.GRANT_SWEEP_MAX_BATCHES
-    redispatch = now + timedelta(seconds=settings.GRANT_DISPATCH_RETRY)
-    total = 0
-    for _ in range(max_batches):
-        with transaction.atomic():
-            ids = list(
-                grants_due_for_refresh(now=now)
-                .select_for_update(skip_locked=True)
-                .values_list("pk", flat=True)[:batch_size]
-            )
-            if not ids:
-                break
-            Grant.objects.filter(pk__in=ids, next_refresh_at__lte=now).update(next_refresh_at=redispatch)
-            transaction.on_commit(lambda ids=ids: enqueue_each(refresh_grant_task, ids))
-        total += len(ids)
-        if len(ids) < batch_size:
-            break
-    if total:
-        logger.info("refresh sweep: %s grant(s) due, enqueued", total)
-    return total
-
-
-def enqueue_each(task, ids: list[int]) -> None:
-    """Publish one message per id. A broker outage only delays: the rows become due again."""
-    for n, pk in enumerate(ids):
-        try:
-            task.delay(pk)
-        except Exception as exc:  # noqa: BLE001 - the next sweep re-finds the rest
-            logger.warning(
-                "%s: broker unavailable (%s); %s grant(s) left for the next sweep",
-                task.name,
-                type(exc).__name__,
-                len(ids) - n,
-            )
-            return
+    return grants_dispatch_due(
+        due=lambda now: grants_due_for_refresh(now=now),
+        due_field="next_refresh_at",
+        task=refresh_grant_task,
+        label="refresh",
+        now=now,
+        batch_size=batch_size,
+        max_batches=max_batches,
+    )

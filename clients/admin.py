@@ -7,7 +7,7 @@ Each changelist runs a fixed number of queries whatever the page size: relations
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import Case, Count, Exists, OuterRef, Q, QuerySet, Value, When
+from django.db.models import Case, Count, Exists, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.http import HttpRequest
 
 from agencyportal.roles import ClientScopedAdminMixin
@@ -62,6 +62,13 @@ class GrantInline(admin.TabularInline):
         return obj.get_scope_coverage_display()
 
 
+def _count(queryset: QuerySet) -> Subquery:
+    """COUNT(*) of a queryset correlated with OuterRef, as an annotation (no GROUP BY outside)."""
+    return Subquery(
+        queryset.order_by().annotate(_n=Func(F("pk"), function="COUNT")).values("_n"), output_field=IntegerField()
+    )
+
+
 class ConnectionFilter(admin.SimpleListFilter):
     title = "connection"
     parameter_name = "connection"
@@ -94,6 +101,7 @@ class ClientAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
         "members_count",
         "live_grants",
         "accounts_count",
+        "zones_count",
         "created_at",
     )
     list_filter = (ConnectionFilter, "is_active", "account_manager")
@@ -115,9 +123,12 @@ class ClientAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
             super()
             .get_queryset(request)
             .annotate(
-                _members=Count("members", distinct=True),
-                _live_grants=Count("grants", filter=Q(grants__status__in=LIVE_STATUSES), distinct=True),
-                _accounts=Count("cloudflare_accounts", distinct=True),
+                # Counts as correlated subqueries: joining four one-to-many relations and counting
+                # DISTINCT would multiply rows (members x grants x accounts x zones) first.
+                _members=_count(ClientMember.objects.filter(client=OuterRef("pk"))),
+                _live_grants=_count(Grant.objects.filter(client=OuterRef("pk"), status__in=LIVE_STATUSES)),
+                _accounts=_count(CloudflareAccount.objects.filter(client=OuterRef("pk"), removed_at=None)),
+                _zones=_count(Zone.objects.filter(account__client=OuterRef("pk"), removed_at=None)),
                 _connection=Case(
                     When(grants(status=Grant.Status.REFRESH_FAILING), then=Value("broken")),
                     When(
@@ -153,6 +164,10 @@ class ClientAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="Cloudflare accounts", ordering="_accounts")
     def accounts_count(self, obj: Client) -> int:
         return obj._accounts
+
+    @admin.display(description="Zones", ordering="_zones")
+    def zones_count(self, obj: Client) -> int:
+        return obj._zones
 
 
 @admin.register(ClientMember)

@@ -181,3 +181,32 @@ def test_the_client_page_costs_the_same_for_1_and_50_grants_and_contacts(admin_c
         factories.GrantFactory(client=grant.client, app=grant.app)
         factories.ClientMemberFactory(client=grant.client)
     assert _page_queries(admin_client, url) == one
+
+
+def test_it_filters_grants_by_scope_coverage(admin_client):
+    app = factories.OAuthAppFactory()
+    complete = factories.GrantFactory(app=app, cf_user_email="complete@x.example")
+    partial = factories.GrantFactory(app=app, cf_user_email="partial@x.example", declined_scopes=["dns.write"])
+    missing = factories.GrantFactory(
+        app=app, cf_user_email="missing@x.example", granted_scopes=["offline_access", "zone.read"]
+    )
+    url = reverse("admin:connections_grant_changelist")
+    for value, expected in (("complete", complete), ("partial", partial), ("missing", missing)):
+        body = admin_client.get(url, {"coverage": value}).content.decode()
+        shown = {g.cf_user_email for g in (complete, partial, missing) if g.cf_user_email in body}
+        assert shown == {expected.cf_user_email}, value
+
+
+def test_it_lists_zones_and_the_connection_summary_per_client(admin_client):
+    grant = _grant_with_everything()
+    body = admin_client.get(reverse("admin:clients_client_changelist")).content.decode()
+    assert 'class="field-zones_count">1<' in body
+    assert 'class="field-connection">Connected<' in body
+
+
+def test_it_writes_scopes_in_plain_words_on_the_grant_page(admin_client):
+    grant = _grant_with_everything()
+    body = admin_client.get(reverse("admin:connections_grant_change", args=[grant.pk])).content.decode()
+    from connections.scopes import describe
+
+    assert describe("dns.read") in body and "<code>dns.read</code>" in body

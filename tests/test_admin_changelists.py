@@ -198,7 +198,7 @@ def test_it_filters_grants_by_scope_coverage(admin_client):
 
 
 def test_it_lists_zones_and_the_connection_summary_per_client(admin_client):
-    grant = _grant_with_everything()
+    _grant_with_everything()
     body = admin_client.get(reverse("admin:clients_client_changelist")).content.decode()
     assert 'class="field-zones_count">1<' in body
     assert 'class="field-connection">Connected<' in body

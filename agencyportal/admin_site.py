@@ -103,22 +103,24 @@ class AgencyAdminSite(admin.AdminSite):
     def index(self, request: HttpRequest, extra_context=None) -> HttpResponse:
         """The admin index is the fleet dashboard (scoped to the clients the user may see)."""
         from clients.models import Client
-        from connections.models import Alert, Grant, GrantEvent
+        from connections.models import Alert, Grant
 
         from . import dashboard
         from .roles import staff_sees_all_clients
 
         grants, clients = Grant.objects.all(), Client.objects.all()
-        alerts, events = Alert.objects.all(), GrantEvent.objects.all()
+        alerts = Alert.objects.all()
         if not staff_sees_all_clients(request):
             grants = grants.filter(client__account_manager=request.user)
             clients = clients.filter(account_manager=request.user)
             alerts = alerts.filter(client__account_manager=request.user)
-            events = events.filter(client__account_manager=request.user)
         context = {
             **dashboard.fleet_summary(grants=grants, clients=clients, alerts=alerts),
-            "health_chart": dashboard.health_chart_svg(dashboard.health_history()),
-            "refresh_chart": dashboard.refresh_chart_svg(dashboard.refresh_success_history(events=events)),
+            "health_chart": dashboard.health_chart_svg(
+                dashboard.health_history(today_counts=dashboard.health_today(grants=grants))
+            ),
+            # Fleet-wide: the per-day counters are not kept per client.
+            "refresh_chart": dashboard.refresh_chart_svg(dashboard.refresh_success_history()),
             **(extra_context or {}),
         }
         return super().index(request, context)

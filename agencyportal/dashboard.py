@@ -8,12 +8,11 @@ from datetime import date, timedelta
 from urllib.parse import urlencode
 
 from django.db.models import Count, Exists, OuterRef, Q
-from django.db.models.functions import TruncDate
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from connections.models import LIVE_STATUSES, Grant, GrantEvent
+from connections.models import LIVE_STATUSES, Grant
 
 from .models import DailyFleetStats
 
@@ -92,31 +91,41 @@ def fleet_summary(*, grants, clients, alerts, now=None) -> dict:
     return {"tiles": tiles, "grants_total": g["total"], "clients_total": c["total"]}
 
 
-def health_history(*, today: date | None = None, days: int = CHART_DAYS) -> list[tuple[date, dict]]:
-    """(day, {health: count}) for each of the last `days` days; days without a snapshot are empty. One query."""
+def health_history(
+    *, today_counts: dict | None = None, today: date | None = None, days: int = CHART_DAYS
+) -> list[tuple[date, dict]]:
+    """(day, {health: count}) for each of the last `days` days, from the daily snapshots (one query).
+
+    Days without a snapshot are empty; `today_counts` replaces today's snapshot with live figures.
+    """
     today = today or timezone.localdate()
     start = today - timedelta(days=days - 1)
-    rows = {r.date: r.grants_by_health for r in DailyFleetStats.objects.filter(date__gte=start, date__lte=today)}
+    rows = {
+        r["date"]: r["grants_by_health"]
+        for r in DailyFleetStats.objects.filter(date__gte=start, date__lte=today).values("date", "grants_by_health")
+    }
+    if today_counts is not None:
+        rows[today] = today_counts
     return [(start + timedelta(days=i), rows.get(start + timedelta(days=i), {})) for i in range(days)]
 
 
-def refresh_success_history(
-    *, events, today: date | None = None, days: int = CHART_DAYS
-) -> list[tuple[date, int, int]]:
-    """(day, refreshes that succeeded, refreshes that failed) per day, from the audit trail. One query."""
+def refresh_success_history(*, today: date | None = None, days: int = CHART_DAYS) -> list[tuple[date, int, int]]:
+    """(day, refreshes that succeeded, refreshes that failed) per day, fleet-wide. One query."""
     today = today or timezone.localdate()
     start = today - timedelta(days=days - 1)
-    counts = (
-        events.filter(at__date__gte=start, kind__in=[GrantEvent.Kind.REFRESHED, GrantEvent.Kind.REFRESH_FAILED])
-        .annotate(day=TruncDate("at"))
-        .values("day")
-        .annotate(
-            ok=Count("id", filter=Q(kind=GrantEvent.Kind.REFRESHED)),
-            failed=Count("id", filter=Q(kind=GrantEvent.Kind.REFRESH_FAILED)),
+    rows = {
+        r["date"]: (r["refresh_ok"], r["refresh_failed"])
+        for r in DailyFleetStats.objects.filter(date__gte=start, date__lte=today).values(
+            "date", "refresh_ok", "refresh_failed"
         )
-    )
-    by_day = {row["day"]: (row["ok"], row["failed"]) for row in counts}
-    return [(start + timedelta(days=i), *by_day.get(start + timedelta(days=i), (0, 0))) for i in range(days)]
+    }
+    return [(start + timedelta(days=i), *rows.get(start + timedelta(days=i), (0, 0))) for i in range(days)]
+
+
+def health_today(*, grants) -> dict:
+    """Today's bar, live: the snapshot task runs hourly, the dashboard should not lag. One query."""
+    live = grants.filter(status__in=LIVE_STATUSES)
+    return {r["health"]: r["n"] for r in live.values("health").annotate(n=Count("id")).order_by()}
 
 
 # --- SVG -----------------------------------------------------------------------------------------
@@ -223,6 +232,7 @@ def fleet_stats_record(*, now=None) -> DailyFleetStats:
     live = Grant.objects.filter(status__in=LIVE_STATUSES)
     by_health = {r["health"]: r["n"] for r in live.values("health").annotate(n=Count("id")).order_by()}
     by_status = {r["status"]: r["n"] for r in Grant.objects.values("status").annotate(n=Count("id")).order_by()}
+    # Only the snapshot fields: the refresh counters of the same row are written by the workers.
     stats, _ = DailyFleetStats.objects.update_or_create(
         date=timezone.localdate(now),
         defaults={"grants_by_health": by_health, "grants_by_status": by_status, "recorded_at": now},

@@ -15,7 +15,11 @@ class DailyFleetStats(models.Model):
     date = models.DateField(unique=True)
     grants_by_status = models.JSONField(default=dict)
     grants_by_health = models.JSONField(default=dict)
-    recorded_at = models.DateTimeField()
+    # Token refreshes that day: counted as they happen (one tiny UPDATE per refresh), because
+    # the audit trail records only the edges of a failure streak, not every attempt.
+    refresh_ok = models.PositiveIntegerField(default=0)
+    refresh_failed = models.PositiveIntegerField(default=0)
+    recorded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-date"]
@@ -23,3 +27,23 @@ class DailyFleetStats(models.Model):
 
     def __str__(self) -> str:
         return f"Fleet on {self.date}"
+
+    @classmethod
+    def count_refresh(cls, *, ok: bool) -> None:
+        """Add one refresh outcome to today's row (created on first use). Never raises."""
+        from django.db import IntegrityError
+        from django.db.models import F
+        from django.utils import timezone
+
+        field = "refresh_ok" if ok else "refresh_failed"
+        today = timezone.localdate()
+        try:
+            if not cls.objects.filter(date=today).update(**{field: F(field) + 1}):
+                try:
+                    cls.objects.create(date=today, **{field: 1})
+                except IntegrityError:  # another worker created it first
+                    cls.objects.filter(date=today).update(**{field: F(field) + 1})
+        except Exception:  # noqa: BLE001 - statistics must never break a refresh
+            import logging
+
+            logging.getLogger(__name__).warning("Could not count a refresh outcome", exc_info=True)

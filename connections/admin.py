@@ -447,6 +447,11 @@ class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin)
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False  # the audit trail needs the row; disconnect instead
 
+    def change_view(self, request: HttpRequest, object_id, form_url="", extra_context=None):
+        # Every field is read-only (change permission is only for the actions): no save buttons.
+        extra_context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False}
+        return super().change_view(request, object_id, form_url, extra_context)
+
     @admin.display(description="Scopes")
     def coverage(self, obj: Grant) -> str:
         return obj.get_scope_coverage_display()

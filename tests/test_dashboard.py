@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from agencyportal.dashboard import fleet_stats_record
 from agencyportal.models import DailyFleetStats
-from connections.models import Grant, GrantEvent
+from connections.models import Grant
 from tests import factories
 
 
@@ -20,8 +20,8 @@ def _seed(n: int) -> None:
     now = timezone.now()
     for i in range(n):
         grant = factories.GrantFactory(app=app, access_expires_at=now + timedelta(minutes=30 if i % 2 else 300))
-        factories.GrantEventFactory(grant=grant, kind=GrantEvent.Kind.REFRESHED)
-        factories.GrantEventFactory(grant=grant, kind=GrantEvent.Kind.REFRESH_FAILED)
+        DailyFleetStats.count_refresh(ok=True)
+        DailyFleetStats.count_refresh(ok=False)
         factories.AlertFactory(grant=grant)
     fleet_stats_record()
 
@@ -70,6 +70,21 @@ def test_it_draws_the_health_and_refresh_charts_as_inline_svg(admin_client):
     assert "<script" not in body.split('id="fleet-dashboard"')[1].split("</div>")[0]
 
 
+def test_it_shows_todays_health_live_before_the_first_snapshot(admin_client):
+    factories.GrantFactory(health="healthy")
+    body = admin_client.get(reverse("admin:index")).content.decode()
+    assert "1 healthy" in body
+
+
+def test_it_counts_refresh_outcomes_per_day_alongside_the_snapshot(db):
+    DailyFleetStats.count_refresh(ok=True)
+    DailyFleetStats.count_refresh(ok=True)
+    DailyFleetStats.count_refresh(ok=False)
+    fleet_stats_record()  # the hourly snapshot must not reset the counters
+    stats = DailyFleetStats.objects.get()
+    assert (stats.refresh_ok, stats.refresh_failed) == (2, 1)
+
+
 def test_it_records_one_snapshot_per_day(db):
     factories.GrantFactory.create_batch(2)
     fleet_stats_record()
@@ -77,3 +92,15 @@ def test_it_records_one_snapshot_per_day(db):
     stats = DailyFleetStats.objects.get()
     assert stats.grants_by_status == {"active": 2}
     assert stats.grants_by_health == {"unknown": 2}
+
+
+def test_a_real_refresh_against_the_sandbox_is_counted_for_the_chart(cf_sandbox, acme):
+    from connections import ratelimit
+    from connections.services.refresh import Outcome, grant_refresh
+    from tests.faults.sandbox_grants import mint_grants, register_app
+
+    ratelimit.reset()
+    (grant,) = mint_grants(cf_sandbox, app=register_app(cf_sandbox), client=acme, count=1)
+    assert grant_refresh(grant_id=grant.pk, force=True) == Outcome.REFRESHED
+    stats = DailyFleetStats.objects.get(date=timezone.localdate())
+    assert (stats.refresh_ok, stats.refresh_failed) == (1, 0)

@@ -206,9 +206,18 @@ def grant_refresh(*, grant_id: int, force: bool = False) -> Outcome:
     return _log(grant_id, _on_success(grant, seen_gen, old_fp, token, sent_at))
 
 
+# Outcomes that count for the dashboard's refresh success rate (others did not try a refresh).
+_COUNTED_OK = {Outcome.REFRESHED}
+_COUNTED_FAILED = {Outcome.TRANSIENT, Outcome.UNCERTAIN, Outcome.REVOKED, Outcome.LOST, Outcome.CLIENT_CONFIG}
+
+
 def _log(grant_id: int, outcome: Outcome) -> Outcome:
     # One INFO line per outcome (grant id and outcome only, never a token).
     logger.info("grant refresh: grant=%s outcome=%s", grant_id, outcome.value)
+    if outcome in _COUNTED_OK or outcome in _COUNTED_FAILED:
+        from agencyportal.models import DailyFleetStats
+
+        DailyFleetStats.count_refresh(ok=outcome in _COUNTED_OK)
     return outcome
 
 

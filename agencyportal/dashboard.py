@@ -18,6 +18,7 @@ from .models import DailyFleetStats
 
 EXPIRING_SOON = timedelta(hours=1)
 REVOKED_RECENTLY = timedelta(days=7)
+REFRESH_OVERDUE = timedelta(minutes=5)  # same as the grant list's "Refresh overdue" filter
 CHART_DAYS = 30
 
 HEALTH_COLOURS = {"healthy": "#2e7d32", "degraded": "#f9a825", "failing": "#c62828", "unknown": "#9e9e9e"}
@@ -53,6 +54,10 @@ def fleet_summary(*, grants, clients, alerts, now=None) -> dict:
         needs_reconsent=Count("id", filter=Q(status__in=[Grant.Status.NEEDS_RECONSENT, Grant.Status.LOST])),
         disconnecting=Count("id", filter=Q(status=Grant.Status.DISCONNECTING)),
         expiring=Count("id", filter=live & Q(access_expires_at__lte=now + EXPIRING_SOON)),
+        overdue=Count(
+            "id",
+            filter=Q(status__in=["active", "refresh_failing"], next_refresh_at__lt=now - REFRESH_OVERDUE),
+        ),
         revoked_7d=Count("id", filter=Q(status=Grant.Status.REVOKED, ended_at__gte=now - REVOKED_RECENTLY)),
         failing_checks=Count("id", filter=live & Q(health__in=[Grant.Health.FAILING, Grant.Health.DEGRADED])),
     )
@@ -71,7 +76,9 @@ def fleet_summary(*, grants, clients, alerts, now=None) -> dict:
             "bad",
         ),
         Tile("Needs re-consent", g["needs_reconsent"], _changelist("connections_grant", attention="reconsent"), "warn"),
-        Tile("Access expiring within 1 h", g["expiring"], _changelist("connections_grant", expiry="soon"), "warn"),
+        # Normal for tokens about to be refreshed; "refresh overdue" is the one that means trouble.
+        Tile("Access expiring within 1 h", g["expiring"], _changelist("connections_grant", expiry="soon")),
+        Tile("Refresh overdue", g["overdue"], _changelist("connections_grant", expiry="overdue"), "bad"),
         Tile(
             "Revoked in the last 7 days",
             g["revoked_7d"],

@@ -257,7 +257,10 @@ class ExpiryFilter(admin.SimpleListFilter):
         if self.value() == "soon":
             return queryset.filter(status__in=LIVE_STATUSES, access_expires_at__lte=now + timedelta(hours=1))
         if self.value() == "overdue":
-            return queryset.filter(status__in=LIVE_STATUSES, next_refresh_at__lt=now - timedelta(minutes=5))
+            return queryset.filter(
+                status__in=[Grant.Status.ACTIVE, Grant.Status.REFRESH_FAILING],
+                next_refresh_at__lt=now - timedelta(minutes=5),
+            )
         return queryset
 
 

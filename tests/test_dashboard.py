@@ -104,3 +104,13 @@ def test_a_real_refresh_against_the_sandbox_is_counted_for_the_chart(cf_sandbox,
     assert grant_refresh(grant_id=grant.pk, force=True) == Outcome.REFRESHED
     stats = DailyFleetStats.objects.get(date=timezone.localdate())
     assert (stats.refresh_ok, stats.refresh_failed) == (1, 0)
+
+
+def test_it_counts_overdue_refreshes_and_links_to_them(admin_client):
+    now = timezone.now()
+    overdue = factories.GrantFactory(next_refresh_at=now - timedelta(minutes=30), cf_user_email="late@x.example")
+    factories.GrantFactory(next_refresh_at=now + timedelta(minutes=30), cf_user_email="fine@x.example")
+    body = admin_client.get(reverse("admin:index")).content.decode()
+    assert "?expiry=overdue" in body
+    listed = admin_client.get(reverse("admin:connections_grant_changelist"), {"expiry": "overdue"}).content.decode()
+    assert overdue.cf_user_email in listed and "fine@x.example" not in listed

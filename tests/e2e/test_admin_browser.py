@@ -38,7 +38,7 @@ def test_staff_open_the_dashboard_and_a_grant_page_without_console_errors(live_s
     page.fill("input[name=otp_token]", _code(device))
     page.click("input[type=submit]")
     page.wait_for_selector("#fleet-dashboard")
-    assert page.locator(".fleet-tile").count() >= 8
+    assert page.locator(".fleet-tile").count() >= 9
     assert page.locator("svg.fleet-chart").count() == 2
 
     page.goto(f"{live_server.url}/admin/connections/grant/{grant.pk}/change/")

@@ -17,6 +17,9 @@ from connections.models import AuthorizationRequest, Grant
 
 from .models import ClientMember, CloudflareAccount, Zone
 
+# Portal pages never need a token or the app's secret: not loaded, never decrypted in a web request.
+SECRET_COLUMNS = ("access_token", "refresh_token", "app__client_secret")
+
 # Statuses shown as "current" connections; the rest are history.
 CURRENT_STATUSES = ("active", "refresh_failing", "needs_reconsent", "disconnecting")
 
@@ -39,8 +42,10 @@ def grant_get_for_member(*, user: AbstractBaseUser, code: str) -> Grant:
     one query, and no branch that could forget it.
     """
     try:
-        return Grant.objects.select_related("client", "app", "authorized_by").get(
-            code=code, client__members__user_id=user.pk, client__is_active=True
+        return (
+            Grant.objects.select_related("client", "app", "authorized_by")
+            .defer(*SECRET_COLUMNS)
+            .get(code=code, client__members__user_id=user.pk, client__is_active=True)
         )
     except (Grant.DoesNotExist, ValidationError):  # ValidationError: `code` is not a UUID
         raise Http404("No such connection") from None
@@ -56,6 +61,7 @@ def portal_grants(*, client_id: int) -> list[Grant]:
     qs: QuerySet[Grant] = (
         Grant.objects.filter(client_id=client_id)
         .select_related("app", "authorized_by")
+        .defer(*SECRET_COLUMNS)
         .prefetch_related(Prefetch("accounts", queryset=accounts))
         .order_by("-authorized_at", "-pk")
     )

@@ -176,9 +176,13 @@ class ClientMemberAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
     list_filter = ("role", ("joined_at", admin.EmptyFieldListFilter))
     search_fields = ("user__username", "user__email", "client__name")
     list_select_related = ("user", "client")
-    raw_id_fields = ("user", "invited_by")
     autocomplete_fields = ("client",)
-    readonly_fields = ("invited_at", "joined_at")
+    # A contact is created by the "Invite a client contact" action (email + one-time link), never by
+    # attaching an existing user here: that could turn any account, staff included, into a contact.
+    readonly_fields = ("user", "invited_by", "invited_at", "joined_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 class ZoneInline(admin.TabularInline):

@@ -142,3 +142,10 @@ def test_the_roles_exist_after_migrations(db):
         roles.SUPPORT,
     }
     assert not Group.objects.get(name=roles.SUPPORT).permissions.exclude(codename__startswith="view_").exists()
+
+
+def test_contacts_are_only_added_by_invitation(manager_client, world):
+    assert manager_client.get(reverse("admin:clients_clientmember_add")).status_code == 403
+    member = world["mine"]["member"]
+    page = manager_client.get(reverse("admin:clients_clientmember_change", args=[member.pk])).content.decode()
+    assert 'name="user"' not in page  # the user of a contact cannot be swapped for another account

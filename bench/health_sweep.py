@@ -91,7 +91,7 @@ def main() -> None:
     from clients.models import Client
     from connections.models import Grant
     from connections.services.health import grants_dispatch_due_checks
-    from tests.faults.sandbox_grants import mint_grants, register_app
+    from tests.sandbox_grants import mint_grants, register_app
 
     sandbox = start_sandbox(access_ttl=args.ttl)
     pool = WorkerPool(concurrency=args.workers, log_path=Path(env["VAR_DIR"]) / "worker.log")

@@ -55,7 +55,7 @@ def _bare_worker(token_url: str, client_id: str, secret: str, tokens: list[str],
 
 def bare_loop(sandbox, app, client, *, count: int, workers: int) -> float:
     """Refreshes per second of K processes doing nothing but token calls (no DB, no broker)."""
-    from tests.faults.sandbox_grants import mint_grants
+    from tests.sandbox_grants import mint_grants
 
     minted = mint_grants(sandbox, app=app, client=client, count=count)
     tokens = [g.refresh_token for g in minted]
@@ -101,7 +101,7 @@ def main() -> None:
     from clients.models import Client
     from connections.models import Grant
     from connections.services.refresh import grants_dispatch_due_refreshes
-    from tests.faults.sandbox_grants import mint_grants, register_app
+    from tests.sandbox_grants import mint_grants, register_app
 
     sandbox = start_sandbox(access_ttl=args.ttl)
     pool = WorkerPool(concurrency=args.workers, log_path=Path(env["VAR_DIR"]) / "worker.log")

@@ -97,7 +97,7 @@ def test_it_records_one_snapshot_per_day(db):
 def test_a_real_refresh_against_the_sandbox_is_counted_for_the_chart(cf_sandbox, acme):
     from connections import ratelimit
     from connections.services.refresh import Outcome, grant_refresh
-    from tests.faults.sandbox_grants import mint_grants, register_app
+    from tests.sandbox_grants import mint_grants, register_app
 
     ratelimit.reset()
     (grant,) = mint_grants(cf_sandbox, app=register_app(cf_sandbox), client=acme, count=1)

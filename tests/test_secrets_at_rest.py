@@ -13,7 +13,7 @@ from django.db import connection
 from connections import crypto, ratelimit
 from connections.models import Grant
 from connections.services.refresh import Outcome, grant_refresh
-from tests.faults.sandbox_grants import mint_grants, register_app
+from tests.sandbox_grants import mint_grants, register_app
 
 
 def _every_text_value() -> list[str]:

@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from connections.models import Grant, GrantEvent
 from tests import factories
-from tests.faults.sandbox_grants import mint_grants, register_app
+from tests.sandbox_grants import mint_grants, register_app
 
 pytestmark = pytest.mark.sandbox
 

@@ -9,7 +9,7 @@ from cloudflare_sandbox.seed import ACME_CORP_ID, ACME_STAGING_ID
 from connections import ratelimit
 from connections.models import Alert, Grant, GrantEvent
 from connections.services.health import CheckOutcome, grant_check
-from tests.faults.sandbox_grants import mint_grants, register_app
+from tests.sandbox_grants import mint_grants, register_app
 
 pytestmark = pytest.mark.sandbox
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 from connections import ratelimit
 from connections.models import Alert, Grant
 from connections.services.refresh import Outcome, grant_refresh
-from tests.faults.sandbox_grants import matches_ground_truth, mint_grants, register_app
+from tests.sandbox_grants import matches_ground_truth, mint_grants, register_app
 
 pytestmark = pytest.mark.sandbox
 

@@ -20,7 +20,7 @@ from connections.models import Alert, Grant
 from connections.services.refresh import grants_dispatch_due_refreshes
 from connections.tasks import check_grant_task, refresh_grant_task
 from tests.faults.conftest import wait_until
-from tests.faults.sandbox_grants import mint_grants, register_app
+from tests.sandbox_grants import mint_grants, register_app
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.redis, pytest.mark.sandbox]
 

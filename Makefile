@@ -1,8 +1,9 @@
 # Two commands: `make run` (the whole portal with a demo, one log stream) and `make test`.
 # Everything else is a step they depend on.
 
-# The first interpreter >= 3.12 on the PATH (Django 6.1 needs it).
-PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
+# The first interpreter >= 3.12 on the PATH (Django 6.1 needs it); `python3` first, so pyenv
+# honours .python-version.
+PYTHON ?= $(shell for p in python3 python3.12 python3.13 python3.14; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 VENV := .venv

@@ -1,4 +1,4 @@
-"""Admin actions on clients (the coordinator lists them in `ClientAdmin.actions`)."""
+"""Admin actions on clients, listed in `ClientAdmin.actions`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Admin actions on grants (the coordinator lists them in `GrantAdmin.actions`)."""
+"""Admin actions on grants, listed in `GrantAdmin.actions`."""
 
 from __future__ import annotations
 

@@ -143,74 +143,48 @@ WIDTH, HEIGHT, PAD = 600, 160, 24
 def health_chart_svg(history: list[tuple[date, dict]]) -> str:
     """A stacked bar per day: healthy / degraded / failing / unknown grants."""
     peak = max((sum(h.values()) for _, h in history), default=0) or 1
-    bar_w = (WIDTH - 2 * PAD) / max(len(history), 1)
-    rects = []
+    bars = []
     for i, (day, health) in enumerate(history):
-        y = HEIGHT - PAD
+        top = 0.0
         for key in ("healthy", "degraded", "failing", "unknown"):
             n = int(health.get(key, 0))
-            if not n:
-                continue
-            h = (HEIGHT - 2 * PAD) * n / peak
-            y -= h
-            rects.append(
-                (
-                    f"{PAD + i * bar_w + 1:.1f}",
-                    f"{y:.1f}",
-                    f"{max(bar_w - 2, 1):.1f}",
-                    f"{h:.1f}",
-                    HEALTH_COLOURS[key],
-                    f"{day:%d %b}: {n} {key}",
-                )
-            )
-    body = format_html_join("", '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>', rects)
-    return _svg(
-        "Grant health per day, last 30 days",
-        body,
-        history[0][0] if history else None,
-        history[-1][0] if history else None,
-        peak,
-    )
+            if n:
+                bars.append((i, top, n / peak, HEALTH_COLOURS[key], f"{day:%d %b}: {n} {key}"))
+                top += n / peak
+    return _svg("Grant health per day, last 30 days", history, bars, peak)
 
 
 def refresh_chart_svg(history: list[tuple[date, int, int]]) -> str:
     """Refresh success rate per day as bars (days without refreshes are left empty)."""
-    bar_w = (WIDTH - 2 * PAD) / max(len(history), 1)
-    rects = []
+    bars = []
     for i, (day, ok, failed) in enumerate(history):
-        total = ok + failed
-        if not total:
-            continue
-        rate = ok / total
-        h = (HEIGHT - 2 * PAD) * rate
-        colour = (
-            HEALTH_COLOURS["healthy"]
-            if rate >= 0.99
-            else HEALTH_COLOURS["degraded"]
-            if rate >= 0.9
-            else HEALTH_COLOURS["failing"]
-        )
-        rects.append(
-            (
-                f"{PAD + i * bar_w + 1:.1f}",
-                f"{HEIGHT - PAD - h:.1f}",
-                f"{max(bar_w - 2, 1):.1f}",
-                f"{h:.1f}",
-                colour,
-                f"{day:%d %b}: {rate:.1%} of {total} refreshes succeeded",
+        if ok + failed:
+            rate = ok / (ok + failed)
+            tone = "healthy" if rate >= 0.99 else "degraded" if rate >= 0.9 else "failing"
+            bars.append(
+                (i, 0.0, rate, HEALTH_COLOURS[tone], f"{day:%d %b}: {rate:.1%} of {ok + failed} refreshes succeeded")
             )
+    return _svg("Refresh success rate per day, last 30 days", history, bars, "100%")
+
+
+def _svg(title: str, history: list[tuple], bars: list[tuple[int, float, float, str, str]], peak) -> str:
+    """The chart frame and its bars. A bar is (day index, bottom, height, colour, tooltip), with
+    bottom and height as fractions of the plot height (stacked bars start where the last ended)."""
+    plot_h = HEIGHT - 2 * PAD
+    bar_w = (WIDTH - 2 * PAD) / max(len(history), 1)
+    rects = [
+        (
+            f"{PAD + i * bar_w + 1:.1f}",
+            f"{HEIGHT - PAD - (bottom + height) * plot_h:.1f}",
+            f"{max(bar_w - 2, 1):.1f}",
+            f"{height * plot_h:.1f}",
+            colour,
+            tooltip,
         )
+        for i, bottom, height, colour, tooltip in bars
+    ]
     body = format_html_join("", '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>', rects)
-    return _svg(
-        "Refresh success rate per day, last 30 days",
-        body,
-        history[0][0] if history else None,
-        history[-1][0] if history else None,
-        "100%",
-    )
-
-
-def _svg(title: str, body, first: date | None, last: date | None, peak) -> str:
+    first, last = (history[0][0], history[-1][0]) if history else (None, None)
     return format_html(
         '<svg class="fleet-chart" viewBox="0 0 {w} {h}" role="img" aria-label="{t}" xmlns="http://www.w3.org/2000/svg">'
         "<title>{t}</title>"

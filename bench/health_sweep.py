@@ -30,6 +30,7 @@ from bench._common import (  # noqa: E402
     p95,
     prepare_environment,
     purge_queue,
+    run_bare_processes,
     setup_django,
     start_sandbox,
 )
@@ -62,14 +63,7 @@ def bare_loop(sandbox, tokens: list[str], *, workers: int) -> float:
         )
         for i in range(workers)
     ]
-    started = time.monotonic()
-    for proc in procs:
-        proc.start()
-    ok = sum(out.get() for _ in procs)
-    elapsed = time.monotonic() - started
-    for proc in procs:
-        proc.join()
-    return ok / elapsed
+    return run_bare_processes(procs, out)
 
 
 def main() -> None:

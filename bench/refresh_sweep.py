@@ -32,6 +32,7 @@ from bench._common import (  # noqa: E402
     p95,
     prepare_environment,
     purge_queue,
+    run_bare_processes,
     setup_django,
     start_sandbox,
 )
@@ -69,14 +70,7 @@ def bare_loop(sandbox, app, client, *, count: int, workers: int) -> float:
         ctx.Process(target=_bare_worker, args=(sandbox.token_url(), app.client_id, app.client_secret, chunk, out))
         for chunk in chunks
     ]
-    started = time.monotonic()
-    for proc in procs:
-        proc.start()
-    ok = sum(out.get() for _ in procs)
-    elapsed = time.monotonic() - started
-    for proc in procs:
-        proc.join()
-    return ok / elapsed
+    return run_bare_processes(procs, out)
 
 
 def main() -> None:

@@ -70,6 +70,13 @@ def oauth_app(db):
 
 
 @pytest.fixture
+def owner_client(client, client_owner):
+    """The Django test client, signed in to the portal as `client_owner`."""
+    client.force_login(client_owner)
+    return client
+
+
+@pytest.fixture
 def admin_client(client, agency_admin):
     client.force_login(agency_admin)
     return client
@@ -99,6 +106,16 @@ def cf_sandbox(cf_sandbox_process, settings):
     settings.CLOUDFLARE_ISSUER = cf_sandbox_process.issuer
     yield cf_sandbox_process
     _sandbox_clean(cf_sandbox_process)
+
+
+@pytest.fixture
+def cf_app(cf_sandbox):
+    """An OAuth client registered at the sandbox and the matching default OAuthApp (test server callback)."""
+    from tests.clients.portal_flow import register_sandbox_app
+
+    app = register_sandbox_app(cf_sandbox)
+    yield app
+    cf_sandbox.reset_settings()
 
 
 def _sandbox_clean(process) -> None:

@@ -12,12 +12,6 @@ from tests import factories
 pytestmark = [pytest.mark.django_db]
 
 
-@pytest.fixture
-def owner_client(client, client_owner):
-    client.force_login(client_owner)
-    return client
-
-
 def make_grants(client, app, *, grants: int, accounts: int, zones: int) -> list[Grant]:
     made = []
     for _ in range(grants):

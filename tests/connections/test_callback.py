@@ -18,26 +18,12 @@ from tests import factories
 from tests.clients.portal_flow import (
     authorize_at_sandbox,
     callback_path,
-    register_sandbox_app,
     start_consent,
 )
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.django_db]
 
 CALLBACK = "/oauth/cloudflare/callback/"
-
-
-@pytest.fixture
-def cf_app(cf_sandbox):
-    app = register_sandbox_app(cf_sandbox)
-    yield app
-    cf_sandbox.reset_settings()
-
-
-@pytest.fixture
-def owner_client(client, client_owner):
-    client.force_login(client_owner)
-    return client
 
 
 @pytest.fixture

@@ -54,12 +54,6 @@ def cf_app(cf_sandbox):
 
 
 @pytest.fixture
-def owner_client(client, client_owner):
-    client.force_login(client_owner)
-    return client
-
-
-@pytest.fixture
 def live_tokens(cf_sandbox, cf_app):
     """Real tokens for alice, minted at the sandbox, so the API calls after the exchange work."""
     return cf_sandbox.mint_grants(

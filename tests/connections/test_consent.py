@@ -16,12 +16,6 @@ from tests import factories
 pytestmark = [pytest.mark.django_db]
 
 
-@pytest.fixture
-def owner_client(client, client_owner):
-    client.force_login(client_owner)
-    return client
-
-
 def start(owner_client) -> tuple[str, dict[str, str]]:
     response = owner_client.post("/oauth/connect/")
     assert response.status_code == 303

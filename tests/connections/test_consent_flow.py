@@ -14,12 +14,6 @@ def cf_app(cf_sandbox):
     return register_sandbox_app(cf_sandbox)
 
 
-@pytest.fixture
-def owner_client(client, client_owner):
-    client.force_login(client_owner)
-    return client
-
-
 def test_it_connects_and_stores_the_grant_with_accounts_zones_and_scopes(cf_sandbox, cf_app, owner_client, acme):
     response = connect_through_sandbox(
         owner_client,

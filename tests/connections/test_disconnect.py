@@ -24,7 +24,7 @@ from connections.services.disconnect import (
     revoke_pending_sweep,
 )
 from tests import factories
-from tests.clients.portal_flow import connect_through_sandbox, register_sandbox_app
+from tests.clients.portal_flow import connect_through_sandbox
 
 pytestmark = [pytest.mark.django_db]
 
@@ -32,19 +32,6 @@ pytestmark = [pytest.mark.django_db]
 @pytest.fixture
 def eager(settings):
     settings.CELERY_TASK_ALWAYS_EAGER = True
-
-
-@pytest.fixture
-def cf_app(cf_sandbox):
-    app = register_sandbox_app(cf_sandbox)
-    yield app
-    cf_sandbox.reset_settings()
-
-
-@pytest.fixture
-def owner_client(client, client_owner):
-    client.force_login(client_owner)
-    return client
 
 
 @pytest.fixture

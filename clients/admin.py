@@ -10,8 +10,9 @@ from django.contrib import admin
 from django.db.models import Case, Count, Exists, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.http import HttpRequest
 
+from agencyportal.admin_base import ReadOnlyTabularInline
 from agencyportal.roles import ClientScopedAdminMixin
-from connections.models import LIVE_STATUSES, Grant
+from connections.models import GRANT_SECRET_COLUMNS, LIVE_STATUSES, Grant
 
 from .admin_actions import invite_contact
 from .models import Client, ClientMember, CloudflareAccount, Zone
@@ -34,28 +35,17 @@ class ClientMemberInline(admin.TabularInline):
         return super().get_queryset(request).select_related("user", "client")
 
 
-class GrantInline(admin.TabularInline):
+class GrantInline(ReadOnlyTabularInline):
     """The client's grants on its page: who authorized, status, health, scope coverage."""
 
     model = Grant
     fk_name = "client"
     fields = ("cf_user_email", "status", "health", "coverage", "authorized_at", "last_refreshed_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
     show_change_link = True
     verbose_name_plural = "Cloudflare grants"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Grant]:
-        return (
-            super()
-            .get_queryset(request)
-            .select_related("app", "client")
-            .defer("access_token", "refresh_token", "app__client_secret")
-        )
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+        return super().get_queryset(request).select_related("app", "client").defer(*GRANT_SECRET_COLUMNS)
 
     @admin.display(description="Scopes")
     def coverage(self, obj: Grant) -> str:
@@ -185,16 +175,10 @@ class ClientMemberAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
         return False
 
 
-class ZoneInline(admin.TabularInline):
+class ZoneInline(ReadOnlyTabularInline):
     model = Zone
-    extra = 0
     fields = ("name", "cf_zone_id", "status", "plan_name", "last_seen_at", "removed_at")
-    readonly_fields = fields
-    can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 @admin.register(CloudflareAccount)

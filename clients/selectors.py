@@ -13,12 +13,9 @@ from django.core.exceptions import ValidationError
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 
-from connections.models import AuthorizationRequest, Grant
+from connections.models import GRANT_SECRET_COLUMNS, AuthorizationRequest, Grant
 
 from .models import ClientMember, CloudflareAccount, Zone
-
-# Portal pages never need a token or the app's secret: not loaded, never decrypted in a web request.
-SECRET_COLUMNS = ("access_token", "refresh_token", "app__client_secret")
 
 # Statuses shown as "current" connections; the rest are history.
 CURRENT_STATUSES = ("active", "refresh_failing", "needs_reconsent", "disconnecting")
@@ -44,7 +41,7 @@ def grant_get_for_member(*, user: AbstractBaseUser, code: str) -> Grant:
     try:
         return (
             Grant.objects.select_related("client", "app", "authorized_by")
-            .defer(*SECRET_COLUMNS)
+            .defer(*GRANT_SECRET_COLUMNS)
             .get(code=code, client__members__user_id=user.pk, client__is_active=True)
         )
     except (Grant.DoesNotExist, ValidationError):  # ValidationError: `code` is not a UUID
@@ -61,7 +58,7 @@ def portal_grants(*, client_id: int) -> list[Grant]:
     qs: QuerySet[Grant] = (
         Grant.objects.filter(client_id=client_id)
         .select_related("app", "authorized_by")
-        .defer(*SECRET_COLUMNS)
+        .defer(*GRANT_SECRET_COLUMNS)
         .prefetch_related(Prefetch("accounts", queryset=accounts))
         .order_by("-authorized_at", "-pk")
     )

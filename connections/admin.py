@@ -19,11 +19,12 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from agencyportal.admin_base import ReadOnlyTabularInline
 from agencyportal.roles import ClientScopedAdminMixin
 
 from . import crypto
 from .admin_actions import disconnect_grants
-from .models import LIVE_STATUSES, Alert, AuthorizationRequest, Grant, GrantEvent, OAuthApp
+from .models import GRANT_SECRET_COLUMNS, LIVE_STATUSES, Alert, AuthorizationRequest, Grant, GrantEvent, OAuthApp
 from .scopes import describe
 
 SECRET_FIELD_NAMES = (
@@ -164,37 +165,25 @@ class AuthorizationRequestAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, Re
 # --- Grants --------------------------------------------------------------------------------------
 
 
-class GrantEventInline(admin.TabularInline):
+class GrantEventInline(ReadOnlyTabularInline):
     model = GrantEvent
     fk_name = "grant"
     fields = ("at", "kind", "actor_type", "actor", "message")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
     ordering = ("-at", "-id")
     verbose_name_plural = "Event timeline"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[GrantEvent]:
         return super().get_queryset(request).select_related("actor")
 
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
-
-class OpenAlertInline(admin.TabularInline):
+class OpenAlertInline(ReadOnlyTabularInline):
     model = Alert
     fk_name = "grant"
     fields = ("kind", "message", "created_at", "email_status", "webhook_status", "acknowledged_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
     verbose_name_plural = "Open alerts"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Alert]:
         return super().get_queryset(request).filter(resolved_at__isnull=True)
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 class ScopeCoverageFilter(admin.SimpleListFilter):
@@ -356,7 +345,7 @@ class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin)
             super()
             .get_queryset(request)
             .annotate(_accounts=Coalesce(Subquery(accounts), 0))
-            .defer("access_token", "refresh_token", "app__client_secret")
+            .defer(*GRANT_SECRET_COLUMNS)
         )
 
     actions = [disconnect_grants, "refresh_now", "check_now", "send_reconsent_link"]

@@ -12,6 +12,9 @@ from django.utils import timezone
 from . import crypto
 from .fields import EncryptedTextField
 
+# Columns a grant list or page never needs: deferred so nothing is loaded or decrypted for them.
+GRANT_SECRET_COLUMNS = ("access_token", "refresh_token", "app__client_secret")
+
 # Statuses in which a grant is used by the agency (tokens kept fresh, checks run).
 LIVE_STATUSES = ("active", "refresh_failing", "needs_reconsent")
 

@@ -13,7 +13,6 @@ anything else looks like a non-existent object (404, code 7003). Rate limiting i
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
 import re
 import sqlite3
@@ -23,8 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .grants import revoke_grant
 from .scopes import CATALOGUE
-from .store import loads
+from .store import dumps, loads
 from .tokens import API_TOKEN_PREFIX, sha256_hex
 from .web import Request, Response, json_response
 
@@ -84,6 +84,53 @@ class Principal:
     accounts: list[str] | str
     created_at: float
     token_id: str
+    token_sha256: str = ""
+
+    @property
+    def grant_id(self) -> str | None:
+        """The OAuth grant behind the token (``None`` for a legacy API token)."""
+        return self.token_id if self.kind == "oauth" else None
+
+
+def record_write(
+    conn: sqlite3.Connection,
+    req: Request,
+    p: Principal,
+    *,
+    kind: str,
+    zone_id: str,
+    now: float,
+    body: Any = None,
+    before: Any = None,
+    after: Any = None,
+    record_id: str | None = None,
+    setting_id: str | None = None,
+) -> None:
+    """Ground truth: one row per change of Cloudflare data, in the transaction that made it.
+
+    Tests prove "applied exactly once" and "made with this grant" from these rows; the token is kept
+    only as its SHA-256 hash.
+    """
+    conn.execute(
+        "INSERT INTO writes(kind, zone_id, record_id, setting_id, grant_id, api_token_id, token_sha256, user_id, "
+        "method, path, body, before, after, at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            kind,
+            zone_id,
+            record_id,
+            setting_id,
+            p.grant_id,
+            p.token_id if p.kind == "api_token" else None,
+            p.token_sha256,
+            p.user_id,
+            req.method,
+            req.path,
+            None if body is None else dumps(body),
+            None if before is None else dumps(before),
+            None if after is None else dumps(after),
+            now,
+        ),
+    )
 
 
 def resolve_bearer(conn: sqlite3.Connection, token: str, now: float) -> Principal | None:
@@ -103,6 +150,7 @@ def resolve_bearer(conn: sqlite3.Connection, token: str, now: float) -> Principa
             loads(row["accounts"]),
             row["created_at"],
             row["id"],
+            token_hash,
         )
     row = conn.execute(
         "SELECT a.expires_at, a.revoked, g.id, g.user_id, g.scopes, g.accounts, g.status, g.access_survives, "
@@ -122,6 +170,7 @@ def resolve_bearer(conn: sqlite3.Connection, token: str, now: float) -> Principa
         loads(row["accounts"]),
         row["created_at"],
         row["id"],
+        token_hash,
     )
 
 
@@ -581,7 +630,11 @@ def create_record(app: SandboxApp, req: Request, p: Principal, params: dict[str,
             ),
         )
         row = conn.execute("SELECT * FROM dns_records WHERE id=?", (record_id,)).fetchone()
-    return envelope(record_view(row, zone["name"]))
+        view = record_view(row, zone["name"])
+        record_write(
+            conn, req, p, kind="dns.create", zone_id=zone["id"], record_id=record_id, now=now, body=data, after=view
+        )
+    return envelope(view)
 
 
 def update_record(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
@@ -630,8 +683,22 @@ def update_record(app: SandboxApp, req: Request, p: Principal, params: dict[str,
                 row["id"],
             ),
         )
+        before = record_view(row, zone["name"])
         row = conn.execute("SELECT * FROM dns_records WHERE id=?", (row["id"],)).fetchone()
-    return envelope(record_view(row, zone["name"]))
+        view = record_view(row, zone["name"])
+        record_write(
+            conn,
+            req,
+            p,
+            kind="dns.update",
+            zone_id=zone["id"],
+            record_id=row["id"],
+            now=now,
+            body=data,
+            before=before,
+            after=view,
+        )
+    return envelope(view)
 
 
 def delete_record(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
@@ -640,11 +707,22 @@ def delete_record(app: SandboxApp, req: Request, p: Principal, params: dict[str,
         zone = _zone(conn, p, params["zone_id"])
         if zone is None:
             return not_found(req.path)
-        deleted = conn.execute(
-            "DELETE FROM dns_records WHERE id=? AND zone_id=?", (params["record_id"], zone["id"])
-        ).rowcount
-    if not deleted:
-        return api_error(404, 81044, "Record does not exist.")
+        row = conn.execute(
+            "SELECT * FROM dns_records WHERE id=? AND zone_id=?", (params["record_id"], zone["id"])
+        ).fetchone()
+        if row is None:
+            return api_error(404, 81044, "Record does not exist.")
+        conn.execute("DELETE FROM dns_records WHERE id=?", (row["id"],))
+        record_write(
+            conn,
+            req,
+            p,
+            kind="dns.delete",
+            zone_id=zone["id"],
+            record_id=row["id"],
+            now=app.clock.now(),
+            before=record_view(row, zone["name"]),
+        )
     return envelope({"id": params["record_id"]})
 
 
@@ -669,10 +747,12 @@ def purge_cache(app: SandboxApp, req: Request, p: Principal, params: dict[str, s
         zone = _zone(conn, p, params["zone_id"])
         if zone is None:
             return not_found(req.path)
+        now = app.clock.now()
         conn.execute(
             "INSERT INTO purges(zone_id, user_id, body, at) VALUES (?,?,?,?)",
-            (zone["id"], p.user_id, json.dumps(data, separators=(",", ":")), app.clock.now()),
+            (zone["id"], p.user_id, dumps(data), now),
         )
+        record_write(conn, req, p, kind="purge", zone_id=zone["id"], now=now, body=data)
     return envelope({"id": zone["id"]})
 
 
@@ -763,6 +843,12 @@ def dispatch(app: SandboxApp, req: Request, route: Route | None, params: dict[st
         return api_error(401, 1000, "Invalid API Token")
     if principal is None:
         return api_error(403, 9109, "Invalid access token")
+    to_revoke: list[str] = []
+    if principal.grant_id is not None:
+        refuse, to_revoke = app.faults.count_grant_call(principal.grant_id)
+        if refuse:
+            app.counters.add("fault:revoke_after_calls_refused")
+            return api_error(403, 9109, "Invalid access token")
     app.peaks.hit(f"user:{principal.user_id}", now)
     settings = app.settings
     limit, window = int(settings.rate_limit), int(settings.rate_window)
@@ -777,5 +863,16 @@ def dispatch(app: SandboxApp, req: Request, route: Route | None, params: dict[st
         response = api_error(403, 10000, "Authentication error")
     else:
         response = route.handler(app, req, principal, params)
+    if to_revoke:
+        _revoke_by_fault(app, to_revoke)
     response.headers.extend(headers)
     return response
+
+
+def _revoke_by_fault(app: SandboxApp, grant_ids: list[str]) -> None:
+    """``revoke_after_calls``: end the grants as the user would from Connected applications."""
+    reason = app.faults.revoke_reason
+    with app.store.write() as conn:
+        for grant_id in grant_ids:
+            if revoke_grant(conn, grant_id, reason, app.clock.now()):
+                app.counters.add("fault:revoke_after_calls")

@@ -169,7 +169,52 @@ def _dispatch(app: SandboxApp, req: Request, method: str, parts: list[str]) -> R
         return _ok(
             [{"zone_id": r["zone_id"], "user_id": r["user_id"], "body": loads(r["body"]), "at": r["at"]} for r in rows]
         )
+    if head == "writes" and not rest and method == "GET":
+        return _ok(_writes(app, req))
     raise ControlError("no such control endpoint", 404)
+
+
+_WRITE_FILTERS = ("kind", "zone_id", "record_id", "setting_id", "grant_id", "api_token_id", "token_sha256", "user_id")
+
+
+def _writes(app: SandboxApp, req: Request) -> list[dict[str, Any]]:
+    """Every change of Cloudflare data, oldest first, with the grant and token that made it."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for name in _WRITE_FILTERS:
+        value = req.arg(name)
+        if value:
+            clauses.append(f"{name}=?")
+            params.append(value)
+    since = req.arg("since_id")
+    if since:
+        if not since.isdigit():
+            raise ControlError("since_id must be an integer")
+        clauses.append("id>?")
+        params.append(int(since))
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    with app.store.read() as conn:
+        rows = conn.execute(f"SELECT * FROM writes {where} ORDER BY id", tuple(params)).fetchall()  # noqa: S608
+    return [
+        {
+            "id": r["id"],
+            "kind": r["kind"],
+            "zone_id": r["zone_id"],
+            "record_id": r["record_id"],
+            "setting_id": r["setting_id"],
+            "grant_id": r["grant_id"],
+            "api_token_id": r["api_token_id"],
+            "token_sha256": r["token_sha256"],
+            "user_id": r["user_id"],
+            "method": r["method"],
+            "path": r["path"],
+            "body": loads(r["body"]),
+            "before": loads(r["before"]),
+            "after": loads(r["after"]),
+            "at": r["at"],
+        }
+        for r in rows
+    ]
 
 
 # -------------------------------------------------------------------------------------- ground truth

@@ -189,6 +189,13 @@ class Faults:
         self.revoke_503 = 0.0
         self.revoke_400 = False
         self.bad_token_response: str | None = None
+        self.revoke_after_calls = 0
+        self.revoke_after_count = "grant"
+        self.revoke_after_grants: frozenset[str] = frozenset()
+        self.revoke_reason = "user"
+        self._grant_calls: Counter[str] = Counter()
+        self._total_calls = 0
+        self._doomed: set[str] = set()
 
     def configure(self, config: dict[str, Any]) -> dict[str, Any]:
         """Validate and install a whole new configuration (missing keys mean "off")."""
@@ -205,6 +212,10 @@ class Faults:
             "revoke_503",
             "revoke_400",
             "bad_token_response",
+            "revoke_after_calls",
+            "revoke_after_count",
+            "revoke_after_grants",
+            "revoke_reason",
             "seed",
         }
         unknown = set(config) - known
@@ -225,6 +236,18 @@ class Faults:
         for flag in ("storm_429", "html_challenge", "revoke_400"):
             if not isinstance(config.get(flag, False), bool):
                 raise SettingsError(f"{flag} must be true or false")
+        revoke_after = config.get("revoke_after_calls", 0)
+        if isinstance(revoke_after, bool) or not isinstance(revoke_after, int) or revoke_after < 0:
+            raise SettingsError("revoke_after_calls must be a non-negative integer")
+        revoke_count = config.get("revoke_after_count", "grant")
+        if revoke_count not in ("grant", "global"):
+            raise SettingsError("revoke_after_count must be 'grant' or 'global'")
+        revoke_grants = config.get("revoke_after_grants", [])
+        if not isinstance(revoke_grants, list) or not all(isinstance(g, str) for g in revoke_grants):
+            raise SettingsError("revoke_after_grants must be a list of grant ids")
+        revoke_reason = config.get("revoke_reason", "user")
+        if not isinstance(revoke_reason, str) or not revoke_reason:
+            raise SettingsError("revoke_reason must be a non-empty string")
         seed = config.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise SettingsError("seed must be an integer")
@@ -241,9 +264,16 @@ class Faults:
             "revoke_503": _rate(config.get("revoke_503", 0.0), "revoke_503"),
             "revoke_400": config.get("revoke_400", False),
             "bad_token_response": bad,
+            "revoke_after_calls": revoke_after,
+            "revoke_after_count": revoke_count,
+            "revoke_after_grants": frozenset(revoke_grants),
+            "revoke_reason": revoke_reason,
         }
         with self._lock:
             self._rng = random.Random(seed)
+            self._grant_calls.clear()
+            self._total_calls = 0
+            self._doomed.clear()
             for key, value in values.items():
                 setattr(self, key, value)
             self._config = dict(config)
@@ -269,6 +299,10 @@ class Faults:
                 "revoke_503": self.revoke_503,
                 "revoke_400": self.revoke_400,
                 "bad_token_response": self.bad_token_response,
+                "revoke_after_calls": self.revoke_after_calls,
+                "revoke_after_count": self.revoke_after_count,
+                "revoke_after_grants": sorted(self.revoke_after_grants),
+                "revoke_reason": self.revoke_reason,
                 "seed": self._config.get("seed"),
             }
 
@@ -285,6 +319,42 @@ class Faults:
         """Which 5xx to answer: 500, 502 or 503, like a flaky origin behind Cloudflare's edge."""
         with self._lock:
             return self._rng.choice((500, 502, 503))
+
+    def count_grant_call(self, grant_id: str) -> tuple[bool, list[str]]:
+        """Count one authenticated API call of a grant for ``revoke_after_calls``.
+
+        Returns (refuse, to_revoke). The decision is taken under the lock so concurrent calls get
+        exact counts:
+
+        1. A grant already doomed by this fault is refused (answered as a revoked token) even if its
+           revocation has not been committed yet, so never more than N calls succeed.
+        2. Mode ``grant``: each targeted grant (all grants when ``revoke_after_grants`` is empty)
+           counts its own calls; its N-th call is answered normally and then the grant is revoked.
+        3. Mode ``global``: every grant's calls count towards one total; the N-th call is answered
+           normally and then the targeted grants (or, none named, the caller's grant) are revoked.
+           It fires once.
+        """
+        with self._lock:
+            limit = self.revoke_after_calls
+            if not limit:
+                return False, []
+            if grant_id in self._doomed:
+                return True, []
+            targets = self.revoke_after_grants
+            if self.revoke_after_count == "grant":
+                if targets and grant_id not in targets:
+                    return False, []
+                self._grant_calls[grant_id] += 1
+                if self._grant_calls[grant_id] == limit:
+                    self._doomed.add(grant_id)
+                    return False, [grant_id]
+                return False, []
+            self._total_calls += 1
+            if self._total_calls == limit:
+                doomed = sorted(targets) if targets else [grant_id]
+                self._doomed.update(doomed)
+                return False, doomed
+            return False, []
 
     def take_drop(self) -> bool:
         """Consume one "rotate then drop the connection" credit, if any is left."""

@@ -69,6 +69,8 @@ CREATE TABLE IF NOT EXISTS dns_records (
     proxied INTEGER NOT NULL DEFAULT 0,
     priority INTEGER,
     comment TEXT,
+    tags TEXT NOT NULL DEFAULT '[]',
+    settings TEXT NOT NULL DEFAULT '{}',
     created_on REAL NOT NULL,
     modified_on REAL NOT NULL
 );
@@ -80,6 +82,32 @@ CREATE TABLE IF NOT EXISTS purges (
     body TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS zone_settings (
+    zone_id TEXT NOT NULL,
+    setting_id TEXT NOT NULL,
+    value TEXT NOT NULL,
+    modified_on REAL,
+    PRIMARY KEY (zone_id, setting_id)
+);
+CREATE TABLE IF NOT EXISTS writes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    zone_id TEXT NOT NULL,
+    record_id TEXT,
+    setting_id TEXT,
+    grant_id TEXT,
+    api_token_id TEXT,
+    token_sha256 TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    body TEXT,
+    before TEXT,
+    after TEXT,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS writes_zone ON writes(zone_id, id);
+CREATE INDEX IF NOT EXISTS writes_grant ON writes(grant_id, id);
 CREATE TABLE IF NOT EXISTS clients (
     client_id TEXT PRIMARY KEY,
     secret_hash TEXT NOT NULL,
@@ -181,6 +209,8 @@ CREATE TABLE IF NOT EXISTS api_tokens (
 
 #: Tables wiped by a reset, children first.
 TABLES = (
+    "writes",
+    "zone_settings",
     "purges",
     "api_tokens",
     "access_tokens",
@@ -221,6 +251,15 @@ class Store:
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.executescript(SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a database created by an older sandbox up to date (``CREATE TABLE IF NOT EXISTS``
+        leaves existing tables alone, and developers keep their database across upgrades)."""
+        columns = {r["name"] for r in self._writer.execute("PRAGMA table_info(dns_records)")}
+        for name, ddl in (("tags", "TEXT NOT NULL DEFAULT '[]'"), ("settings", "TEXT NOT NULL DEFAULT '{}'")):
+            if name not in columns:
+                self._writer.execute(f"ALTER TABLE dns_records ADD COLUMN {name} {ddl}")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)

@@ -254,6 +254,23 @@ class SandboxProcess:
         """Calls per endpoint since the last counter reset."""
         return self.state()["calls"]
 
+    def writes(self, **filters: Any) -> list[dict[str, Any]]:
+        """Ground truth: every DNS create / update / delete, purge and zone-setting change, oldest
+        first, with the grant (``grant_id``) and token (``token_sha256``) that made it. Filters:
+        ``kind``, ``zone_id``, ``record_id``, ``setting_id``, ``grant_id``, ``api_token_id``,
+        ``token_sha256``, ``user_id``, ``since_id``."""
+        return self.control("GET", "writes", params={k: str(v) for k, v in filters.items()} or None)
+
+    def revoke_after_calls(
+        self, calls: int, *, count: str = "grant", grants: list[str] | None = None, **other_faults: Any
+    ) -> dict[str, Any]:
+        """Fault: revoke a grant once it has made ``calls`` API calls (``count="grant"``, each
+        grant counted on its own) or once ``calls`` API calls were made in total
+        (``count="global"``). ``grants`` limits it to those grant ids. Replaces the other faults."""
+        return self.set_faults(
+            revoke_after_calls=calls, revoke_after_count=count, revoke_after_grants=grants or [], **other_faults
+        )
+
     def set_faults(self, **faults: Any) -> dict[str, Any]:
         """Replace the fault configuration."""
         return self.control("POST", "faults", json=faults)

@@ -325,10 +325,10 @@ def record_view(row: sqlite3.Row, zone_name: str) -> dict[str, Any]:
         "proxiable": row["type"] in _PROXIABLE,
         "proxied": bool(row["proxied"]),
         "ttl": row["ttl"],
-        "settings": {},
+        "settings": loads(row["settings"]) or {},
         "meta": {},
         "comment": row["comment"],
-        "tags": [],
+        "tags": loads(row["tags"]) or [],
         "created_on": iso(row["created_on"]),
         "modified_on": iso(row["modified_on"]),
     }
@@ -473,7 +473,7 @@ def get_zone(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]
 
 
 def list_records(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
-    """``GET /zones/{zone_id}/dns_records`` (``dns.read``) with ``type``, ``name``, ``content`` filters."""
+    """``GET /zones/{zone_id}/dns_records`` (``dns.read``) with the SDK's filters (:func:`_record_filter`)."""
     with app.store.read() as conn:
         zone = _zone(conn, p, params["zone_id"])
         if zone is None:
@@ -481,13 +481,9 @@ def list_records(app: SandboxApp, req: Request, p: Principal, params: dict[str, 
         rows = conn.execute(
             "SELECT * FROM dns_records WHERE zone_id=? ORDER BY name, type, id", (zone["id"],)
         ).fetchall()
-    rtype, name, content = req.arg("type"), req.arg("name"), req.arg("content")
-    if rtype:
-        rows = [r for r in rows if r["type"] == rtype.upper()]
-    if name:
-        rows = [r for r in rows if _text_filter(name, r["name"])]
-    if content:
-        rows = [r for r in rows if _text_filter(content, r["content"])]
+    wanted = _record_filter(req)
+    if wanted is not None:
+        rows = [r for r in rows if wanted(r)]
     items = [record_view(r, zone["name"]) for r in rows]
     items = _sort(
         items,
@@ -508,6 +504,74 @@ def list_records(app: SandboxApp, req: Request, p: Principal, params: dict[str, 
     return envelope(chunk, result_info=info)
 
 
+_MATCHERS: dict[str, Callable[[str, str], bool]] = {
+    "exact": lambda value, cand: cand == value,
+    "contains": lambda value, cand: value in cand,
+    "startswith": lambda value, cand: cand.startswith(value),
+    "endswith": lambda value, cand: cand.endswith(value),
+}
+RecordTest = Callable[[sqlite3.Row], bool]
+
+
+def _tag_test(op: str, value: str) -> RecordTest:
+    """``tag.<op>=<name>:<value>`` (``present`` / ``absent``: ``<name>`` only); case-insensitive [doc]."""
+    tag_name, _, tag_value = value.lower().partition(":")
+
+    def test(row: sqlite3.Row) -> bool:
+        tags = dict(t.lower().partition(":")[::2] for t in loads(row["tags"]) or [])
+        if op == "absent":
+            return tag_name not in tags
+        if tag_name not in tags:
+            return False
+        return op == "present" or _MATCHERS[op](tag_value, tags[tag_name])
+
+    return test
+
+
+def _record_filter(req: Request) -> RecordTest | None:
+    """The DNS list filters the official SDK sends, combined as Cloudflare documents them.
+
+    1. Each of ``name.*``, ``content.*``, ``comment.*`` (plus ``present`` / ``absent``), ``type``,
+       ``proxied``, ``search`` and the legacy ``name`` / ``content`` (exact, or the ``contains:``
+       prefix syntax) becomes one condition; text matches ignore case.
+    2. The ``tag.*`` conditions are combined first, by ``tag_match`` (``all`` by default), into one.
+    3. All conditions are combined by ``match``: ``all`` (default) is AND, ``any`` is OR.
+    Returns ``None`` when no filter was given.
+    """
+    tests: list[RecordTest] = []
+    tag_tests: list[RecordTest] = []
+    for key, values in req.query.items():
+        field, _, op = key.partition(".")
+        for raw in values:
+            value = raw.lower()
+            if field in ("name", "content", "comment") and op in _MATCHERS:
+                tests.append(lambda r, f=field, o=op, v=value: _MATCHERS[o](v, (r[f] or "").lower()))
+            elif field == "comment" and op in ("present", "absent"):
+                tests.append(lambda r, o=op: bool(r["comment"]) == (o == "present"))
+            elif field in ("name", "content") and not op and raw:
+                tests.append(lambda r, f=field, v=raw: _text_filter(v, r[f]))
+            elif field == "tag" and (op in _MATCHERS or op in ("present", "absent")):
+                tag_tests.append(_tag_test(op, raw))
+            elif key == "type" and raw:
+                wanted_type = raw.upper()
+                tests.append(lambda r, v=wanted_type: r["type"] == v)
+            elif key == "proxied" and value in ("true", "false"):
+                tests.append(lambda r, v=value == "true": bool(r["proxied"]) == v)
+            elif key == "search" and raw:
+                tests.append(
+                    lambda r, v=value: any(
+                        v in (text or "").lower() for text in (r["name"], r["content"], r["comment"], r["tags"])
+                    )
+                )
+    if tag_tests:
+        combine_tags = any if (req.arg("tag_match") or "all").lower() == "any" else all
+        tests.append(lambda r: combine_tags(t(r) for t in tag_tests))
+    if not tests:
+        return None
+    combine = any if (req.arg("match") or "all").lower() == "any" else all
+    return lambda r: combine(t(r) for t in tests)
+
+
 def get_record(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
     """``GET /zones/{zone_id}/dns_records/{record_id}`` (``dns.read``)."""
     with app.store.read() as conn:
@@ -522,6 +586,8 @@ def get_record(app: SandboxApp, req: Request, p: Principal, params: dict[str, st
     return envelope(record_view(row, zone["name"]))
 
 
+_TAG = re.compile(r"[A-Za-z0-9_.\-]{1,32}(:[^\s].{0,99})?")
+_RECORD_SETTINGS = {"ipv4_only", "ipv6_only", "flatten_cname"}
 _RECORD_TYPES = {"A", "AAAA", "CNAME", "MX", "TXT", "NS", "SRV", "CAA", "PTR"}
 
 
@@ -579,6 +645,16 @@ def _validate_record(
     comment = data.get("comment")
     if comment is not None and not isinstance(comment, str):
         return _dns_validation(9100, "comment must be a string.")
+    if comment is not None and len(comment) > 100:
+        return _dns_validation(9100, "DNS record comment is too long (at most 100 characters).")
+    tags = data.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) and _TAG.fullmatch(t) for t in tags):
+        return _dns_validation(9103, "tags must be a list of 'name:value' strings.")
+    settings = data.get("settings") or {}
+    if not isinstance(settings, dict) or not all(
+        k in _RECORD_SETTINGS and isinstance(v, bool) for k, v in settings.items()
+    ):
+        return _dns_validation(9104, f"settings accepts only boolean {sorted(_RECORD_SETTINGS)}.")
     others = conn.execute(
         "SELECT * FROM dns_records WHERE zone_id=? AND name=? AND id<>?", (zone["id"], name, record_id or "")
     ).fetchall()
@@ -595,6 +671,8 @@ def _validate_record(
         "proxied": 1 if proxied else 0,
         "priority": priority,
         "comment": comment,
+        "tags": dumps(list(dict.fromkeys(tags))),
+        "settings": dumps(settings),
     }
 
 
@@ -613,8 +691,8 @@ def create_record(app: SandboxApp, req: Request, p: Principal, params: dict[str,
             return values
         record_id = uuid.uuid4().hex
         conn.execute(
-            "INSERT INTO dns_records(id, zone_id, type, name, content, ttl, proxied, priority, comment, created_on, "
-            "modified_on) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO dns_records(id, zone_id, type, name, content, ttl, proxied, priority, comment, tags, settings, "
+            "created_on, modified_on) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 record_id,
                 zone["id"],
@@ -625,6 +703,8 @@ def create_record(app: SandboxApp, req: Request, p: Principal, params: dict[str,
                 values["proxied"],
                 values["priority"],
                 values["comment"],
+                values["tags"],
+                values["settings"],
                 now,
                 now,
             ),
@@ -661,6 +741,8 @@ def update_record(app: SandboxApp, req: Request, p: Principal, params: dict[str,
                 "proxied": bool(row["proxied"]),
                 "priority": row["priority"],
                 "comment": row["comment"],
+                "tags": loads(row["tags"]),
+                "settings": loads(row["settings"]),
             }
             merged.update(data)
         else:
@@ -669,8 +751,8 @@ def update_record(app: SandboxApp, req: Request, p: Principal, params: dict[str,
         if isinstance(values, Response):
             return values
         conn.execute(
-            "UPDATE dns_records SET type=?, name=?, content=?, ttl=?, proxied=?, priority=?, comment=?, modified_on=? "
-            "WHERE id=?",
+            "UPDATE dns_records SET type=?, name=?, content=?, ttl=?, proxied=?, priority=?, comment=?, tags=?, "
+            "settings=?, modified_on=? WHERE id=?",
             (
                 values["type"],
                 values["name"],
@@ -679,6 +761,8 @@ def update_record(app: SandboxApp, req: Request, p: Principal, params: dict[str,
                 values["proxied"],
                 values["priority"],
                 values["comment"],
+                values["tags"],
+                values["settings"],
                 now,
                 row["id"],
             ),

@@ -62,9 +62,10 @@ def api_error(status: int, code: int, message: str, chain: list[dict[str, Any]] 
     return json_response(status, {"success": False, "errors": [error], "messages": [], "result": None})
 
 
-def rate_limited(retry_after: int) -> Response:
-    """429 with the documented body and ``Retry-After`` [doc]."""
-    response = api_error(429, 971, "Please wait and consider throttling your request speed")
+def rate_limited(retry_after: int, code: int = 971) -> Response:
+    """429 with the documented body and ``Retry-After`` [doc]; ``code`` 10429 is the variant seen in
+    the wild (setting ``rate_limit_code``)."""
+    response = api_error(429, code, "Please wait and consider throttling your request speed")
     return response.with_header("Retry-After", str(retry_after))
 
 
@@ -840,6 +841,116 @@ def purge_cache(app: SandboxApp, req: Request, p: Principal, params: dict[str, s
     return envelope({"id": zone["id"]})
 
 
+# ------------------------------------------------------------------------------------ zone settings
+
+_BROWSER_CACHE_TTLS = (
+    0, 30, 60, 120, 300, 1200, 1800, 3600, 7200, 10800, 14400, 18000, 28800, 43200, 57600, 72000, 86400, 172800,
+    259200, 345600, 432000, 691200, 1382400, 2073600, 2678400, 5356800, 16070400, 31536000,
+)  # fmt: skip
+
+#: setting id -> (default, allowed values), as the SDK's ``setting_get_response`` types list them [doc].
+ZONE_SETTINGS: dict[str, tuple[Any, tuple[Any, ...]]] = {
+    "always_use_https": ("off", ("on", "off")),
+    "browser_cache_ttl": (14400, _BROWSER_CACHE_TTLS),
+    "cache_level": ("aggressive", ("aggressive", "basic", "simplified")),
+    "development_mode": ("off", ("on", "off")),
+    "min_tls_version": ("1.0", ("1.0", "1.1", "1.2", "1.3")),
+    "security_level": ("medium", ("off", "essentially_off", "low", "medium", "high", "under_attack")),
+    "ssl": ("full", ("off", "flexible", "full", "strict")),
+}
+#: Development mode switches itself off after three hours [doc].
+DEVELOPMENT_MODE_SECONDS = 3 * 3600
+
+
+def _setting_view(setting_id: str, stored: sqlite3.Row | None, now: float) -> dict[str, Any]:
+    value = loads(stored["value"]) if stored else ZONE_SETTINGS[setting_id][0]
+    modified = stored["modified_on"] if stored else None
+    view: dict[str, Any] = {
+        "id": setting_id,
+        "value": value,
+        "editable": True,
+        "modified_on": iso(modified) if modified else None,
+    }
+    if setting_id == "development_mode":
+        remaining = int(modified + DEVELOPMENT_MODE_SECONDS - now) if value == "on" and modified else 0
+        if value == "on" and remaining <= 0:
+            view["value"], remaining = "off", 0
+        view["time_remaining"] = max(0, remaining)
+    return view
+
+
+def _stored_settings(conn: sqlite3.Connection, zone_id: str) -> dict[str, sqlite3.Row]:
+    return {r["setting_id"]: r for r in conn.execute("SELECT * FROM zone_settings WHERE zone_id=?", (zone_id,))}
+
+
+def list_zone_settings(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``GET /zones/{zone_id}/settings`` (``zone-settings.read``): every emulated setting."""
+    with app.store.read() as conn:
+        zone = _zone(conn, p, params["zone_id"])
+        if zone is None:
+            return not_found(req.path)
+        stored = _stored_settings(conn, zone["id"])
+    now = app.clock.now()
+    return envelope([_setting_view(sid, stored.get(sid), now) for sid in sorted(ZONE_SETTINGS)])
+
+
+def _unknown_setting(setting_id: str) -> Response:
+    return api_error(404, 1003, f"Invalid or missing zone setting: {setting_id}")
+
+
+def get_zone_setting(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``GET /zones/{zone_id}/settings/{setting_id}`` (``zone-settings.read``)."""
+    setting_id = params["setting_id"]
+    with app.store.read() as conn:
+        zone = _zone(conn, p, params["zone_id"])
+        if zone is None:
+            return not_found(req.path)
+        if setting_id not in ZONE_SETTINGS:
+            return _unknown_setting(setting_id)
+        stored = _stored_settings(conn, zone["id"]).get(setting_id)
+    return envelope(_setting_view(setting_id, stored, app.clock.now()))
+
+
+def edit_zone_setting(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``PATCH /zones/{zone_id}/settings/{setting_id}`` (``zone-settings.write``), body ``{"value": …}``."""
+    setting_id = params["setting_id"]
+    data = _body(req)
+    if isinstance(data, Response):
+        return data
+    now = app.clock.now()
+    with app.store.write() as conn:
+        zone = _zone(conn, p, params["zone_id"])
+        if zone is None:
+            return not_found(req.path)
+        if setting_id not in ZONE_SETTINGS:
+            return _unknown_setting(setting_id)
+        allowed = ZONE_SETTINGS[setting_id][1]
+        value = data.get("value")
+        if set(data) != {"value"} or isinstance(value, bool) or value not in allowed:
+            return api_error(
+                400, 1007, f"Invalid value for zone setting {setting_id}", [{"code": 1007, "message": str(allowed)}]
+            )
+        before = _setting_view(setting_id, _stored_settings(conn, zone["id"]).get(setting_id), now)
+        conn.execute(
+            "INSERT OR REPLACE INTO zone_settings(zone_id, setting_id, value, modified_on) VALUES (?,?,?,?)",
+            (zone["id"], setting_id, dumps(value), now),
+        )
+        after = _setting_view(setting_id, _stored_settings(conn, zone["id"])[setting_id], now)
+        record_write(
+            conn,
+            req,
+            p,
+            kind="settings.edit",
+            zone_id=zone["id"],
+            setting_id=setting_id,
+            now=now,
+            body=data,
+            before=before,
+            after=after,
+        )
+    return envelope(after)
+
+
 def list_scopes(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
     """``GET /oauth/scopes``: the scope catalogue [doc] (any valid token may read it)."""
     items = list(CATALOGUE.values())
@@ -883,6 +994,9 @@ ROUTES: tuple[Route, ...] = (
     _route("PATCH", "/zones/{zone_id}/dns_records/{record_id}", "dns.write", update_record),
     _route("DELETE", "/zones/{zone_id}/dns_records/{record_id}", "dns.write", delete_record),
     _route("POST", "/zones/{zone_id}/purge_cache", "cache.purge", purge_cache),
+    _route("GET", "/zones/{zone_id}/settings", "zone-settings.read", list_zone_settings),
+    _route("GET", "/zones/{zone_id}/settings/{setting_id}", "zone-settings.read", get_zone_setting),
+    _route("PATCH", "/zones/{zone_id}/settings/{setting_id}", "zone-settings.write", edit_zone_setting),
     _route("GET", "/oauth/scopes", ANY_TOKEN, list_scopes),
 )
 
@@ -942,15 +1056,24 @@ def dispatch(app: SandboxApp, req: Request, route: Route | None, params: dict[st
         ("Ratelimit-Policy", f'"default";q={limit};w={window}'),
     ]
     if not allowed:
-        response = rate_limited(reset)
+        response = rate_limited(reset, int(settings.rate_limit_code))
     elif route.scope not in (ANY_TOKEN, API_TOKEN_ONLY) and route.scope not in principal.scopes:
-        response = api_error(403, 10000, "Authentication error")
+        response = _missing_scope(int(settings.missing_scope_code))
     else:
         response = route.handler(app, req, principal, params)
     if to_revoke:
         _revoke_by_fault(app, to_revoke)
     response.headers.extend(headers)
     return response
+
+
+def _missing_scope(code: int) -> Response:
+    """Cloudflare documents 10000 "Authentication error"; 9109 has been seen in the wild, with the
+    very answer a revoked token gets, so a client cannot tell the two apart (setting
+    ``missing_scope_code``)."""
+    if code == 9109:
+        return api_error(403, 9109, "Invalid access token")
+    return api_error(403, 10000, "Authentication error")
 
 
 def _revoke_by_fault(app: SandboxApp, grant_ids: list[str]) -> None:

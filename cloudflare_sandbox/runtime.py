@@ -33,6 +33,8 @@ DEFAULT_SETTINGS: Final[dict[str, Any]] = {
     "rate_limit": 1200,
     "rate_window": 300,
     "ip_rate_limit": 0,
+    "missing_scope_code": 10000,
+    "rate_limit_code": 971,
 }
 
 _INT_SETTINGS: Final = {
@@ -101,6 +103,12 @@ def validate_settings(values: dict[str, Any]) -> dict[str, Any]:
         elif key == "invalid_grant_status":
             if value not in (400, 401):
                 raise SettingsError("invalid_grant_status must be 400 or 401")
+        elif key == "missing_scope_code":
+            if value not in (10000, 9109):
+                raise SettingsError("missing_scope_code must be 10000 or 9109")
+        elif key == "rate_limit_code":
+            if value not in (971, 10429):
+                raise SettingsError("rate_limit_code must be 971 or 10429")
         elif key == "scope_plus" and value not in ("literal", "space"):
             raise SettingsError("scope_plus must be 'literal' or 'space'")
         clean[key] = value

@@ -103,7 +103,7 @@ class SandboxApp:
             ip_limit = int(self.settings.ip_rate_limit)
             if ip_limit and per_second > ip_limit:
                 self.counters.add("ip_rate_limited")
-                return api.rate_limited(1)
+                return api.rate_limited(1, int(self.settings.rate_limit_code))
             return self._faulted("api", req) or api.dispatch(self, req, route, params)
         if path == "/oauth2/token":
             keys = ["token"]
@@ -160,7 +160,7 @@ class SandboxApp:
             return html_response(403, pages.challenge_page(), [("cf-mitigated", "challenge")])
         if faults.storm_429 and endpoint in faults.storm_429_endpoints:
             self.counters.add("fault:429")
-            return api.rate_limited(faults.retry_after)
+            return api.rate_limited(faults.retry_after, int(self.settings.rate_limit_code))
         if endpoint in faults.error_5xx_endpoints and faults.roll(faults.error_5xx_rate):
             status = faults.pick_5xx()
             self.counters.add(f"fault:{status}")

@@ -154,11 +154,11 @@ def test_bad_fault_configurations_are_refused(sandbox_clean, faults):
         ("expires_in_negative", lambda r: r.json()["expires_in"] == -1),
         ("expires_in_huge", lambda r: r.json()["expires_in"] > 10**9),
         ("expires_in_string", lambda r: r.json()["expires_in"] == "3600"),
-        ("narrower_scope", lambda r: "analytics.read" not in r.json()["scope"].split(" ")),
+        ("narrower_scope", lambda r: "zone-settings.read" not in r.json()["scope"].split(" ")),
     ],
 )
 def test_bad_token_responses_damage_a_processed_answer(sandbox_clean, mode, check):
-    minted = sandbox_clean.mint_grants(scopes=["offline_access", "zone.read", "analytics.read"])[0]
+    minted = sandbox_clean.mint_grants(scopes=["offline_access", "zone.read", "zone-settings.read"])[0]
     sandbox_clean.set_faults(bad_token_response=mode)
     response = refresh_tokens(sandbox_clean.base_url, minted["refresh_token"])
     assert response.status_code == 200

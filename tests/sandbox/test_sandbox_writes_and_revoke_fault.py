@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from cloudflare_sandbox.seed import BIGSHOP_ID, BOB_EMAIL, zone_id
+from cloudflare_sandbox.seed import BIGSHOP_ID, BOB_EMAIL, DEMO_CLIENT_ID, zone_id
 from cloudflare_sandbox.testing import SandboxError, sha256_hex
 
 ACME = zone_id("acme.com")
@@ -143,3 +143,14 @@ def test_latency_is_served_concurrently(sandbox_clean):
     elapsed = time.monotonic() - started
     assert statuses == [200] * 32
     assert elapsed < 32 * 0.150 / 2, f"{elapsed:.2f} s: latency is not overlapping"
+
+
+def test_the_demo_app_asks_for_no_scope_without_an_api_endpoint(sandbox_clean):
+    """``analytics.read`` is gone: every scope the demo client may request has an endpoint here."""
+    from cloudflare_sandbox.api import ROUTES
+
+    demo = next(c for c in sandbox_clean.control("GET", "clients") if c["client_id"] == DEMO_CLIENT_ID)
+    served = {route.scope for route in ROUTES}
+    assert "analytics.read" not in demo["optional_scopes"]
+    assert set(demo["scopes"]) - {"offline_access"} <= served
+    assert set(demo["optional_scopes"]) <= served

@@ -67,6 +67,19 @@ class EnrollForm(forms.Form):
     )
 
 
+#: Apps of Django and of the sign-in libraries, shown together after the agency's own sections, with
+#: model names that say what they are to staff.
+STAFF_SECURITY_APPS = ("auth", "otp_totp", "axes")
+STAFF_SECURITY_NAMES = {
+    "User": "Users (staff and client contacts)",
+    "Group": "Staff roles",
+    "TOTPDevice": "Authenticator apps",
+    "AccessAttempt": "Sign-in lockouts",
+    "AccessLog": "Sign-in history",
+    "AccessFailureLog": "Failed sign-ins",
+}
+
+
 class AgencyAdminSite(admin.AdminSite):
     site_header = "Agency Portal administration"
     site_title = "Agency Portal"
@@ -124,6 +137,35 @@ class AgencyAdminSite(admin.AdminSite):
             **(extra_context or {}),
         }
         return super().index(request, context)
+
+    def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[dict]:
+        """The agency's own sections first (in INSTALLED_APPS order), then one "Staff security" section."""
+        apps = super().get_app_list(request, app_label)
+        if app_label is not None:
+            return apps
+        order = {name.rsplit(".", 1)[-1]: i for i, name in enumerate(settings.INSTALLED_APPS)}
+        own = sorted(
+            (app for app in apps if app["app_label"] not in STAFF_SECURITY_APPS),
+            key=lambda app: order.get(app["app_label"], len(order)),
+        )
+        security_apps = [app for app in apps if app["app_label"] in STAFF_SECURITY_APPS]
+        security_models = [
+            {**model, "name": STAFF_SECURITY_NAMES.get(model["object_name"], model["name"])}
+            for app in security_apps
+            for model in app["models"]
+        ]
+        if security_models:
+            own.append(
+                {
+                    "name": "Staff security",
+                    "app_label": "staff_security",
+                    # A real page for the heading link: the first of the grouped apps' index.
+                    "app_url": security_apps[0]["app_url"],
+                    "has_module_perms": True,
+                    "models": security_models,
+                }
+            )
+        return own
 
     def get_urls(self):
         return [

@@ -7,6 +7,7 @@ object comes through the scoping helpers in `clients/selectors.py`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import wraps
 
 from django.contrib import messages
@@ -41,6 +42,22 @@ HEALTH_TEXT = {
     Grant.Health.HEALTHY: "Working normally",
     Grant.Health.DEGRADED: "Partly working",
     Grant.Health.FAILING: "Not working",
+}
+# What ended a grant, in the client's words (the card of an ended grant shows this instead of health).
+END_TEXT = {
+    Grant.EndReason.USER_REVOKED: "The agency's access was removed in Cloudflare's dashboard",
+    Grant.EndReason.APP_DELETED: "The agency's Cloudflare app was removed or disabled at Cloudflare",
+    Grant.EndReason.DISCONNECTED_BY_CLIENT: "You disconnected it here",
+    Grant.EndReason.DISCONNECTED_BY_STAFF: "The agency disconnected it",
+    Grant.EndReason.REPLACED: "A newer connection replaced it",
+    Grant.EndReason.REFRESH_TOKEN_LOST: "It stopped working and needs to be connected again",
+    Grant.EndReason.NO_REFRESH_TOKEN: "Cloudflare did not let it renew itself (offline access was not granted)",
+}
+END_TEXT_BY_STATUS = {
+    Grant.Status.DISCONNECTING: "You disconnected it here",
+    Grant.Status.DISCONNECTED: "It was disconnected",
+    Grant.Status.REVOKED: "The agency's access was removed at Cloudflare",
+    Grant.Status.LOST: "It stopped working and needs to be connected again",
 }
 
 
@@ -120,6 +137,11 @@ class GrantCard:
     can_disconnect: bool
     can_add_scopes: bool
     can_reconnect: bool
+    # An ended grant (disconnecting, disconnected, revoked, lost) has no health and no current reach:
+    # the card says what ended it and when instead.
+    ended: bool = False
+    end_text: str = ""
+    ended_on: datetime | None = None
 
 
 def grant_card(grant: Grant, *, can_manage: bool) -> GrantCard:
@@ -127,6 +149,7 @@ def grant_card(grant: Grant, *, can_manage: bool) -> GrantCard:
     text, tone = STATUS_TEXT.get(grant.status, (grant.get_status_display(), "off"))
     accounts = list(grant.accounts.all())
     live = grant.status in LIVE_STATUSES
+    ended = not live
     return GrantCard(
         grant=grant,
         status_text=text,
@@ -142,6 +165,9 @@ def grant_card(grant: Grant, *, can_manage: bool) -> GrantCard:
         # Reconnect: to fix a broken grant, or to change the accounts or permissions of a live one.
         # After a disconnect the contact starts again with Connect.
         can_reconnect=can_manage and grant.status not in (Grant.Status.DISCONNECTING, Grant.Status.DISCONNECTED),
+        ended=ended,
+        end_text=(END_TEXT.get(grant.end_reason) or END_TEXT_BY_STATUS.get(grant.status, "")) if ended else "",
+        ended_on=(grant.ended_at or grant.status_changed_at) if ended else None,
     )
 
 
@@ -163,6 +189,8 @@ def home(request: HttpRequest) -> HttpResponse:
             "client": member.client,
             "current": current,
             "history": history,
+            # With no current connection, the newest ended one says what happened (not "never connected").
+            "last_ended": history[0] if history and not current else None,
             "can_manage": can_manage,
             "app_available": oauth_app_default() is not None,
             "outcome": outcome,

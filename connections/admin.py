@@ -259,7 +259,7 @@ class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin)
         "cf_user_email",
         "client",
         "status",
-        "health",
+        "health_state",
         "coverage",
         "accounts_count",
         "authorized_at",
@@ -306,7 +306,7 @@ class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin)
                     "end_reason",
                     "status_changed_at",
                     "ended_at",
-                    "health",
+                    "health_state",
                     "last_error",
                     "replaced_by",
                 )
@@ -443,6 +443,74 @@ class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin)
         # Every field is read-only (change permission is only for the actions): no save buttons.
         extra_context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False}
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # A title that says which grant this is (not "Change grant"), and the page-level actions.
+        if obj is not None:
+            context["title"] = f"Grant: {obj.client.name}, {obj.cf_user_email or obj.cf_user_id}"
+            context["page_actions"] = self._page_actions(request, obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    # The grant page's buttons: (name, label, admin action). Each POSTs to `grant_page_action`,
+    # which runs the same admin action on this one grant, so the rules (roles, live status,
+    # confirmation for disconnect) are the list's.
+    PAGE_ACTIONS = (
+        ("refresh", "Refresh now", "refresh_now"),
+        ("check", "Check now", "check_now"),
+        ("reconsent", "Send re-consent link", "send_reconsent_link"),
+        ("disconnect", "Disconnect…", "disconnect_grants"),
+    )
+
+    def _page_actions(self, request: HttpRequest, obj: Grant) -> list[dict]:
+        if not self.has_change_permission(request, obj):
+            return []  # Support (read-only) sees the page without buttons
+        live = obj.status in LIVE_STATUSES
+        return [
+            {"name": name, "label": label, "danger": name == "disconnect"}
+            for name, label, _ in self.PAGE_ACTIONS
+            if live
+        ]
+
+    def get_urls(self):
+        from django.urls import path
+
+        return [
+            path(
+                "<path:object_id>/do/<str:name>/",
+                self.admin_site.admin_view(self.grant_page_action),
+                name="connections_grant_page_action",
+            ),
+            *super().get_urls(),
+        ]
+
+    def grant_page_action(self, request: HttpRequest, object_id: str, name: str) -> HttpResponse:
+        """POST only: run one of PAGE_ACTIONS on this grant, then back to its page."""
+        from django.core.exceptions import PermissionDenied
+        from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+        from django.urls import reverse
+
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        actions = {n: action for n, _, action in self.PAGE_ACTIONS}
+        obj = self.get_object(request, object_id)  # scoped: an account manager's other clients are 404
+        if obj is None or name not in actions:
+            raise Http404("No such grant or action.")
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        func = self.get_actions(request)[actions[name]].func
+        response = func(self, request, self.get_queryset(request).filter(pk=obj.pk))
+        if response is not None:  # the disconnect confirmation page; its form posts back here
+            return response
+        return HttpResponseRedirect(reverse("admin:connections_grant_change", args=[obj.pk]))
+
+    @admin.display(description="Health", ordering="health")
+    def health_state(self, obj: Grant) -> str:
+        """Health only while the grant is live; an ended grant shows what ended it instead."""
+        if obj.status in LIVE_STATUSES:
+            return obj.get_health_display()
+        if obj.status == Grant.Status.DISCONNECTING:
+            return "— (disconnecting)"
+        return f"— (ended: {obj.get_end_reason_display() if obj.end_reason else obj.get_status_display()})"
 
     @admin.display(description="Scopes")
     def coverage(self, obj: Grant) -> str:

@@ -40,8 +40,19 @@ def _wait_for(path: Path, text: str, timeout: float) -> bool:
     return False
 
 
+def _git_status() -> set[str]:
+    """Untracked, not ignored paths of the checkout (empty outside a git checkout): what a process
+    that writes into the working directory would leave behind."""
+    found = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True, text=True
+    )
+    lines = found.stdout.splitlines() if found.returncode == 0 else []
+    return {line for line in lines if line.startswith("??")}
+
+
 def _run_worker_and_beat(tmp_path: Path, broker: str) -> None:
     env = _env(tmp_path, broker)
+    status_before = _git_status()
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
     celery = [sys.executable, "-m", "celery", "-A", "agencyportal"]
     worker_log, beat_log = tmp_path / "worker.log", tmp_path / "beat.log"
@@ -79,6 +90,8 @@ def _run_worker_and_beat(tmp_path: Path, broker: str) -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
     assert "Traceback" not in worker_log.read_text()
+    # Running the processes writes nothing into the checkout (broker folders, schedules, logs: all in var/).
+    assert _git_status() - status_before == set()
 
 
 def test_it_runs_a_worker_and_beat_on_the_default_broker(tmp_path):

@@ -74,7 +74,8 @@ def test_ended_grants_move_to_the_history(owner_client, oauth_app, acme):
     factories.GrantFactory(client=acme, app=oauth_app, status="revoked", ended_at="2026-01-01T00:00:00Z")
     body = owner_client.get("/portal/").content.decode()
     assert "Earlier connections" in body and "Revoked in Cloudflare" in body
-    assert "You have not connected Cloudflare yet" in body
+    # Not "never connected": the page says the connection ended (tests/clients/test_portal_ended_grants.py).
+    assert "Your Cloudflare connection has ended" in body
 
 
 def _count(owner_client) -> int:

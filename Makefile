@@ -10,17 +10,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test install migrate seed lint format check-python clean
+.PHONY: help run test install migrate seed lint format check-python clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 10
 
 # The demo checks grants every 2 minutes (tokens live 2 minutes too) so the workers' work shows.
-run: install migrate seed
+run: install migrate seed ## the whole portal with a demo (sandbox, web, worker, beat), one log stream
 	@echo "Starting sandbox, web, worker and beat (Ctrl-C stops them all)..."
 	GRANT_CHECK_INTERVAL=$${GRANT_CHECK_INTERVAL:-120} $(BIN)/honcho -f Procfile.dev start
 
-test: install
+test: install ## the whole test suite (SQLite; PostgreSQL + Redis when DATABASE_URL / CELERY_BROKER_URL say so)
 	$(BIN)/pytest
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed ## create the virtualenv and install the pinned requirements
 
 check-python:
 	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is required (none found on PATH)." >&2; exit 1; }
@@ -31,19 +34,19 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt | check-python
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-migrate: install
+migrate: install ## apply database migrations
 	$(BIN)/python manage.py migrate --noinput
 
-seed: install
+seed: install ## create (or reuse) the demo logins, clients and sandbox app
 	$(BIN)/python manage.py seed_demo
 
-lint: install
+lint: install ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: install
+format: install ## ruff format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-clean:
+clean: ## remove the virtualenv and var/ (database, keys, demo password)
 	rm -rf $(VENV) var

@@ -18,13 +18,16 @@ _PATTERNS = [
         r"(?i)\b(access_token|refresh_token|client_secret|code_verifier|code|token|password)"
         r"([\"']?\s*[=:]\s*[\"']?)[^\s&\"',}]{6,}"
     ),
+    # Query strings (an access log line of the OAuth callback): `code`, `state` and the error text, any length.
+    re.compile(r"([?&](?:code|state|error_description)=)[^&\s\"']+"),
 ]
 
 
 def redact(text: str) -> str:
     text = _PATTERNS[0].sub(lambda m: f"{m.group(1)}_[redacted]", text)
     text = _PATTERNS[1].sub(lambda m: f"{m.group(1)} [redacted]", text)
-    return _PATTERNS[2].sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
+    text = _PATTERNS[2].sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
+    return _PATTERNS[3].sub(lambda m: f"{m.group(1)}[redacted]", text)
 
 
 class RedactSecretsFilter(logging.Filter):

@@ -72,6 +72,8 @@ INSTALLED_APPS = [
     "agencyportal",
     "clients",
     "connections",
+    # `manage.py seed_demo` for `make run`; holds no models.
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -212,6 +214,9 @@ _email_options = {
     "use_ssl": _email.get("EMAIL_USE_SSL"),
     "timeout": 10,
 }
+if _email["EMAIL_BACKEND"] == "django.core.mail.backends.console.EmailBackend":
+    # Readable on the console: headers and the plain-text body, not raw quoted-printable MIME.
+    _email["EMAIL_BACKEND"] = "agencyportal.mail.ReadableConsoleBackend"
 MAILERS = {
     "default": {
         "BACKEND": _email["EMAIL_BACKEND"],
@@ -330,19 +335,45 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery
 # Beat's schedule state file lives with the other runtime files.
 CELERY_BEAT_SCHEDULE_FILENAME = env.str("CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule"))
 
+# Console output a task prints (the development email backend) is information, not a warning.
+CELERY_WORKER_REDIRECT_STDOUTS_LEVEL = "INFO"
+
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# Quiet by default: the engine's own lines (refreshes, checks, alerts) and warnings. LOG_VERBOSE=True
+# adds every task received / succeeded, beat's schedule lines and each sign-in's lockout bookkeeping.
+LOG_VERBOSE = env.bool("LOG_VERBOSE", default=False)
+_CHATTY = "INFO" if LOG_VERBOSE else "WARNING"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"redact_secrets": {"()": "agencyportal.logging.RedactSecretsFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
+    },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]},
+        # The development server's access log, through the same redaction: the OAuth callback's
+        # query string carries `code` and `state`.
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "django.server",
+            "filters": ["redact_secrets"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # urllib3 logs request lines at DEBUG, with query strings: keep it at INFO.
         "urllib3": {"level": "INFO"},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+        "axes": {"level": _CHATTY},
+        "celery.app.trace": {"level": _CHATTY},
+        "celery.worker.strategy": {"level": _CHATTY},
+        "celery.beat": {"level": _CHATTY},
     },
 }

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from functools import wraps
 
 from django.contrib import messages
 from django.contrib.auth import login as auth_login
-from django.contrib.auth.views import LoginView, LogoutView, redirect_to_login
+from django.contrib.auth.views import LoginView, LogoutView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
+from agencyportal.http import no_referrer, private_page
 from connections.models import LIVE_STATUSES, AuthorizationRequest, Grant
 from connections.scopes import ScopeLine, scope_lines
 from connections.services.consent import SESSION_RESULT_KEY, Result, missing_scopes, oauth_app_default
 
 from . import selectors, services
+from .decorators import portal_member_required
 from .forms import InvitePasswordForm, PortalLoginForm
 
 INVITE_SESSION_KEY = "portal_invite_token"
@@ -59,48 +59,6 @@ END_TEXT_BY_STATUS = {
     Grant.Status.REVOKED: "The agency's access was removed at Cloudflare",
     Grant.Status.LOST: "It stopped working and needs to be connected again",
 }
-
-
-def private_page(view):
-    """Never cached, and no Referer to any other site (security checklist OA-17).
-
-    `same-origin`, not `no-referrer`: under `no-referrer` Chromium sends `Origin: null` with a
-    form POST, which Django's CSRF check (rightly) refuses, so every form on the page would fail.
-    `same-origin` still sends nothing to Cloudflare or anyone else. Responses whose own URL carries a
-    secret (the callback, the invitation link, the redirect to Cloudflare) use `no_referrer`.
-    """
-
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        response = view(request, *args, **kwargs)
-        response["Cache-Control"] = "no-store"
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        return response
-
-    return wrapped
-
-
-def no_referrer(response: HttpResponse) -> HttpResponse:
-    """For a redirect away from a URL that carries a code, state or token."""
-    response["Cache-Control"] = "no-store"
-    response["Referrer-Policy"] = "no-referrer"
-    return response
-
-
-def portal_member_required(view):
-    """Signed in *and* a contact of an active client; `request.member` is set for the view."""
-
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args, **kwargs):
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path(), reverse("clients:login"))
-        member = selectors.member_for_user(user=request.user)
-        if member is None:
-            return render(request, "clients/not_member.html", status=403)
-        request.member = member
-        return view(request, *args, **kwargs)
-
-    return wrapped
 
 
 class PortalLoginView(LoginView):

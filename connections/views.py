@@ -14,8 +14,9 @@ from django.utils.csp import CSP
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
+from agencyportal.http import no_referrer, private_page
 from clients import selectors
-from clients.views import no_referrer, portal_member_required, private_page
+from clients.decorators import portal_member_required
 
 from .forms import ConfirmForm
 from .models import LIVE_STATUSES, AuthorizationRequest, Grant, GrantEvent

@@ -33,3 +33,46 @@ def test_it_masks_secrets_in_log_arguments_and_tracebacks():
     assert "cfoat_QWERTYUIOPASDFGH" not in formatted
     assert "cfort_SECRETSECRETSECRET1234" not in formatted
     assert "ValueError" in formatted
+
+
+def test_the_development_servers_access_log_masks_the_callbacks_code_and_state():
+    import io
+
+    # The logger and its handler are the ones settings.LOGGING configures and runserver uses.
+    logger = logging.getLogger("django.server")
+    (handler,) = logger.handlers
+    stream = io.StringIO()
+    previous = handler.setStream(stream)
+    try:
+        logger.info(
+            '"%s" %s %s', "GET /oauth/cloudflare/callback/?code=shortcode&state=st4te&scope=zone.read HTTP/1.1", 302, 0
+        )
+    finally:
+        handler.setStream(previous)
+    written = stream.getvalue()
+    assert "shortcode" not in written and "st4te" not in written
+    assert "callback/?code=[redacted]&state=[redacted]&scope=zone.read" in written
+
+
+def test_it_keeps_task_and_sign_in_bookkeeping_out_of_the_default_log():
+    for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat", "axes"):
+        assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING, name
+    assert logging.getLogger("connections").getEffectiveLevel() <= logging.INFO  # the engine's own lines stay
+
+
+def test_the_development_email_backend_prints_a_readable_message():
+    import io
+
+    from django.core.mail import EmailMultiAlternatives
+
+    from agencyportal.mail import ReadableConsoleBackend
+
+    stream = io.StringIO()
+    message = EmailMultiAlternatives(
+        "Grant revoked: Acme Corp", "Open https://portal.example/admin/?q=é=équipe", to=["staff@agency.example"]
+    )
+    message.attach_alternative("<p>html</p>", "text/html")
+    ReadableConsoleBackend(stream=stream).send_messages([message])
+    written = stream.getvalue()
+    assert "Subject: Grant revoked: Acme Corp" in written and "staff@agency.example" in written
+    assert "q=é=équipe" in written and "=C3=A9" not in written and "<p>html</p>" not in written

@@ -1,8 +1,10 @@
 """Seed a demo: a staff login, clients with portal contacts, the sandbox OAuth app, and (with
 `--sandbox-grants`, once the sandbox runs) a connected client whose grant the workers keep alive.
 
-Safe to run again: it reuses what exists and prints the same logins (kept in var/, which is for
-development only and never committed).
+Safe to run again: it reuses what exists, never undoes what a user did (a grant Bigshop Ltd
+disconnected stays disconnected), and prints the same logins (the password is kept in
+`var/demo-password`, which is for development only and never committed). `--banner` waits until the
+portal answers and prints the logins once more, so they are the last thing in `make run`'s log.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from clients.models import Client, ClientMember
-from connections.models import LIVE_STATUSES, Grant, GrantEvent, OAuthApp
+from connections.models import Grant, GrantEvent, OAuthApp
 
 # (name, slug, contact email, joined?) — Acme has a contact and no grant yet: connect as alice.
 DEMO_CLIENTS = [
@@ -46,10 +48,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--sandbox-grants",
             action="store_true",
-            help="Wait for the Cloudflare sandbox, then connect Bigshop Ltd (as bob@example.com) if it has no grant.",
+            help="Wait for the Cloudflare sandbox, then connect Bigshop Ltd (as bob@example.com) if it never had a grant.",
+        )
+        parser.add_argument(
+            "--banner",
+            action="store_true",
+            help="Wait until the portal answers, print the logins again, then stay idle (a Procfile process).",
         )
 
-    def handle(self, *args, sandbox_grants: bool, **options) -> None:
+    def handle(self, *args, sandbox_grants: bool, banner: bool = False, **options) -> None:
+        if banner:
+            self._banner_when_up()
+            return
         if sandbox_grants:
             self._connect_bigshop()
             return
@@ -109,7 +119,7 @@ class Command(BaseCommand):
                         "joined_at": timezone.now() if joined else None,
                     },
                 )
-            contacts.append((name, email, joined))
+            contacts.append((name, email, joined, user))
         return app, contacts
 
     def _print(self, password: str, contacts) -> None:
@@ -123,21 +133,46 @@ class Command(BaseCommand):
             f"                  admin / {password}",
             f"  Client portal:  {site}{reverse('clients:home')}",
         ]
-        for name, email, joined in contacts:
-            lines.append(
-                f"                  {email} / {password}  ({name})"
-                if joined
-                else f"                  {email}  ({name}: invited, not joined yet)"
-            )
+        from clients.services import invite_url
+
+        for name, email, joined, user in contacts:
+            if joined or user.has_usable_password():
+                lines.append(f"                  {email} / {password}  ({name})")
+            else:
+                # A fresh link each run (signed, expiring): open it to join as this contact.
+                lines.append(f"                  {email}  ({name}: invited, not joined yet)")
+                lines.append(f"                  invitation link: {invite_url(user=user)}")
         lines += [
             f"  Cloudflare sandbox: {settings.CLOUDFLARE_SANDBOX_URL}  (consent as a Cloudflare user:)",
             "                  alice@example.com / sandbox-password  (2 accounts)",
             "                  bob@example.com / sandbox-password    (Bigshop Ltd, 125 zones)",
-            "  Tokens live 2 minutes in the demo: watch the worker refresh them.",
+            "  Tokens live 2 minutes in the demo: a grant's admin page shows its refreshes.",
+            f"  The password is kept in {settings.VAR_DIR.name}/demo-password (development only).",
             "=" * 76,
             "",
         ]
         self.stdout.write("\n".join(lines))
+
+    def _banner_when_up(self) -> None:
+        """Print the logins after every process's start-up banner, then idle until stopped."""
+        import signal
+
+        for _ in range(240):
+            try:
+                requests.get(f"{settings.SITE_URL}/portal/login/", timeout=2)
+                break
+            except requests.RequestException:
+                time.sleep(0.5)
+        time.sleep(2)  # let the worker and beat finish their banners
+        clients = Client.objects.filter(slug__in=[slug for _, slug, _, _ in DEMO_CLIENTS]).order_by("name")
+        contacts = [
+            (c.name, m.user.username, m.joined_at is not None, m.user)
+            for c in clients
+            for m in c.members.select_related("user").all()
+        ]
+        self._print(_demo_password(), contacts)
+        self.stdout.flush()
+        signal.pause()  # honcho stops every process when one exits: stay until Ctrl-C
 
     def _connect_bigshop(self) -> None:
         """Give the workers something to do: one real grant minted at the sandbox, then synced."""
@@ -147,7 +182,9 @@ class Command(BaseCommand):
         app = OAuthApp.objects.filter(client_id=DEMO_CLIENT_ID).first()
         if client is None or app is None:
             raise CommandError("Run `manage.py seed_demo` first.")
-        if Grant.objects.filter(client=client, status__in=LIVE_STATUSES).exists():
+        # Only a client that never had a grant: one that was disconnected or revoked stays so, as the
+        # user left it (running the demo again must not undo what a user did).
+        if Grant.objects.filter(client=client).exists():
             return
         base = settings.CLOUDFLARE_SANDBOX_URL
         for _ in range(60):

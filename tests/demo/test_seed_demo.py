@@ -1,0 +1,54 @@
+"""The demo seed: idempotent, never undoes what a user did, prints every way in."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from clients.models import Client
+from connections.models import Grant
+
+pytestmark = [pytest.mark.django_db]
+
+
+def _seed(*args: str) -> str:
+    out = StringIO()
+    call_command("seed_demo", *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def test_running_the_seed_twice_reuses_everything_and_prints_the_same_logins():
+    first, second = _seed(), _seed()
+    assert Client.objects.count() == 3
+    password_line = [line for line in first.splitlines() if "admin / " in line]
+    assert password_line and password_line[0] in second
+    assert "demo-password" in first  # where the password is kept
+
+
+def test_it_prints_a_link_for_the_pending_invitation():
+    out = _seed()
+    carol = [line for line in out.splitlines() if "invitation link:" in line]
+    assert len(carol) == 1 and "/portal/invite/" in carol[0]
+
+
+@pytest.mark.sandbox
+def test_it_does_not_reconnect_a_grant_the_client_disconnected(cf_sandbox, settings):
+    settings.CLOUDFLARE_SANDBOX_URL = cf_sandbox.base_url
+    _seed()
+    _seed("--sandbox-grants")
+    grant = Grant.objects.get(client__slug="bigshop")
+    Grant.objects.filter(pk=grant.pk).update(
+        status=Grant.Status.DISCONNECTED,
+        end_reason=Grant.EndReason.DISCONNECTED_BY_CLIENT,
+        ended_at=timezone.now(),
+        access_token="",
+        refresh_token="",
+        access_token_fp="",
+        refresh_token_fp="",
+    )
+    _seed()
+    _seed("--sandbox-grants")
+    assert list(Grant.objects.filter(client__slug="bigshop").values_list("status", flat=True)) == ["disconnected"]

@@ -169,27 +169,33 @@ def _group_scope(group: dict[str, Any]) -> str | None:
 
 
 def legacy_policies(scopes: list[str], accounts: list[str] | str, user_id: str) -> list[dict[str, Any]]:
-    """Policies equivalent to a permission list over accounts (tokens made by the older control call).
+    """Policies equivalent to a permission list over accounts (tokens stored by an older sandbox)."""
+    groups = [g for g in (find_group(s) for s in scopes) if g is not None]
+    return dashboard_policies(groups, user_id=user_id, accounts=accounts)
 
-    One allow policy per resource level, as Cloudflare's dashboard builds them: zone groups over every
-    zone of the accounts, account groups over the accounts, user groups over the owner.
-    """
-    by_level: dict[str, list[PermissionGroup]] = {}
-    for scope in scopes:
-        group = find_group(scope)
-        if group is not None:
-            by_level.setdefault(group.level, []).append(group)
+
+def dashboard_policies(
+    groups: list[PermissionGroup], *, user_id: str, accounts: list[str] | str, zones: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """One allow policy per resource level, as Cloudflare's dashboard builds them: zone groups over
+    ``zones`` (or every zone of ``accounts``), account groups over ``accounts``, user groups over
+    the owner."""
     policies = []
-    for level, groups in by_level.items():
+    for level in (USER, ACCOUNT, ZONE):
+        chosen = [g for g in groups if g.level == level]
+        if not chosen:
+            continue
         if level == USER:
             resources: dict[str, Any] = {f"{USER}.{user_id}": "*"}
+        elif level == ZONE and zones is not None:
+            resources = {f"{ZONE}.{z}": "*" for z in zones}
         elif accounts == "all":
             resources = {f"{ACCOUNT}.*": {f"{ZONE}.*": "*"}} if level == ZONE else {f"{ACCOUNT}.*": "*"}
         elif level == ZONE:
             resources = {f"{ACCOUNT}.{a}": {f"{ZONE}.*": "*"} for a in accounts}
         else:
             resources = {f"{ACCOUNT}.{a}": "*" for a in accounts}
-        policies.append(policy_view("allow", groups, resources))
+        policies.append(policy_view("allow", chosen, resources))
     return policies
 
 

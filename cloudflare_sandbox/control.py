@@ -544,7 +544,7 @@ def _shorthand_policies(
     conn: Any, data: dict[str, Any], user_id: str, member_of: set[str], owner: str | None
 ) -> list[dict[str, Any]]:
     """``permissions`` over ``zones`` (zone ids) or ``accounts`` (default: all of the owner's)."""
-    groups = [g for g in _groups(data.get("permissions", []))]
+    groups = _groups(data.get("permissions", []))
     accounts = _accounts_arg(data.get("accounts"), member_of)
     if owner is not None:
         accounts = [owner]
@@ -552,25 +552,9 @@ def _shorthand_policies(
     if zones is not None:
         zones = _str_list(zones, "zones")
         _check_zones(conn, zones, member_of)
-    policies = []
-    for level in (at.USER, at.ACCOUNT, at.ZONE):
-        chosen = [g for g in groups if g.level == level]
-        if not chosen:
-            continue
-        if level == at.USER:
-            if owner is not None:
-                raise ControlError(f"an account-owned token cannot hold user permissions: {chosen[0].name}")
-            resources: dict[str, Any] = {f"{at.USER}.{user_id}": "*"}
-        elif level == at.ZONE and zones is not None:
-            resources = {f"{at.ZONE}.{z}": "*" for z in zones}
-        elif accounts == "all":
-            resources = {f"{at.ACCOUNT}.*": {f"{at.ZONE}.*": "*"}} if level == at.ZONE else {f"{at.ACCOUNT}.*": "*"}
-        elif level == at.ZONE:
-            resources = {f"{at.ACCOUNT}.{a}": {f"{at.ZONE}.*": "*"} for a in accounts}
-        else:
-            resources = {f"{at.ACCOUNT}.{a}": "*" for a in accounts}
-        policies.append(at.policy_view("allow", chosen, resources))
-    return policies
+    if owner is not None and any(g.level == at.USER for g in groups):
+        raise ControlError("an account-owned token cannot hold user permissions")
+    return at.dashboard_policies(groups, user_id=user_id, accounts=accounts, zones=zones)
 
 
 def _policy_list(value: Any) -> list[dict[str, Any]]:

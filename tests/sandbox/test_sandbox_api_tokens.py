@@ -9,31 +9,11 @@ import requests
 
 from cloudflare_sandbox.api_tokens import ACCOUNT, USER, ZONE
 from cloudflare_sandbox.seed import ACME_CORP_ID, ACME_STAGING_ID, ALICE_ID, BOB_EMAIL, zone_id
+from tests.sandbox.api_client import Api, error_code
 
 ACME_COM = zone_id("acme.com")
 ACME_NET = zone_id("acme.net")
 TXT = {"type": "TXT", "name": "_probe", "content": "hello", "ttl": 120}
-
-
-class Api:
-    """Raw HTTP with one bearer token."""
-
-    def __init__(self, sandbox, token: str) -> None:
-        self.base = sandbox.api_url
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Bearer {token}"
-
-    def get(self, path: str, **params):
-        return self.http.get(self.base + path, params=params or None)
-
-    def send(self, method: str, path: str, json=None):
-        return self.http.request(method, self.base + path, json=json)
-
-
-def _code(response) -> int:
-    body = response.json()
-    assert body["success"] is False
-    return body["errors"][0]["code"]
 
 
 def _sdk(sandbox, token: str) -> cloudflare.Cloudflare:
@@ -86,10 +66,10 @@ def test_dns_read_on_one_zone_reads_that_zone_only_and_cannot_write(sandbox_clea
     issued = sandbox_clean.create_api_token(permissions=["Zone Read", "DNS Read"], zones=[ACME_COM])
     api = Api(sandbox_clean, issued["token"])
     assert api.get(f"/zones/{ACME_COM}/dns_records").status_code == 200
-    assert _code(api.get(f"/zones/{ACME_NET}/dns_records")) == 10000
+    assert error_code(api.get(f"/zones/{ACME_NET}/dns_records")) == 10000
     assert [z["id"] for z in api.get("/zones").json()["result"]] == [ACME_COM]
-    assert _code(api.send("POST", f"/zones/{ACME_COM}/dns_records", json=TXT)) == 10000
-    assert _code(api.get("/accounts")) == 10000
+    assert error_code(api.send("POST", f"/zones/{ACME_COM}/dns_records", json=TXT)) == 10000
+    assert error_code(api.get("/accounts")) == 10000
     assert sandbox_clean.writes(api_token_id=issued["id"]) == []
 
 
@@ -107,9 +87,9 @@ def test_a_deny_policy_wins_over_an_allow_on_the_whole_account(sandbox_clean):
     api = Api(sandbox_clean, issued["token"])
     created = api.send("POST", f"/zones/{ACME_COM}/dns_records", json=TXT)
     assert created.status_code == 200
-    assert _code(api.send("POST", f"/zones/{ACME_NET}/dns_records", json=TXT)) == 10000
+    assert error_code(api.send("POST", f"/zones/{ACME_NET}/dns_records", json=TXT)) == 10000
     staging_zone = zone_id("staging-acme.dev")
-    assert _code(api.send("POST", f"/zones/{staging_zone}/dns_records", json=TXT)) == 10000
+    assert error_code(api.send("POST", f"/zones/{staging_zone}/dns_records", json=TXT)) == 10000
     writes = sandbox_clean.writes(api_token_id=issued["id"])
     assert [(w["kind"], w["zone_id"]) for w in writes] == [("dns.create", ACME_COM)]
     api.send("DELETE", f"/zones/{ACME_COM}/dns_records/{created.json()['result']['id']}")
@@ -122,10 +102,10 @@ def test_reading_and_deleting_tokens_needs_the_api_tokens_groups_but_a_token_may
     writer = sandbox_clean.create_api_token(permissions=["API Tokens Write"])
     bobs = sandbox_clean.create_api_token(user_email=BOB_EMAIL, permissions=["Zone Read"])
 
-    assert _code(Api(sandbox_clean, plain["token"]).get("/user/tokens")) == 10000
-    assert _code(Api(sandbox_clean, plain["token"]).send("DELETE", f"/user/tokens/{victim['id']}")) == 10000
+    assert error_code(Api(sandbox_clean, plain["token"]).get("/user/tokens")) == 10000
+    assert error_code(Api(sandbox_clean, plain["token"]).send("DELETE", f"/user/tokens/{victim['id']}")) == 10000
     assert Api(sandbox_clean, reader["token"]).get(f"/user/tokens/{victim['id']}").json()["result"]["name"] == "victim"
-    assert _code(Api(sandbox_clean, reader["token"]).send("DELETE", f"/user/tokens/{victim['id']}")) == 10000
+    assert error_code(Api(sandbox_clean, reader["token"]).send("DELETE", f"/user/tokens/{victim['id']}")) == 10000
     assert Api(sandbox_clean, writer["token"]).send("DELETE", f"/user/tokens/{bobs['id']}").status_code == 404
 
     deleted = Api(sandbox_clean, writer["token"]).send("DELETE", f"/user/tokens/{victim['id']}")
@@ -136,7 +116,7 @@ def test_reading_and_deleting_tokens_needs_the_api_tokens_groups_but_a_token_may
     remaining = {t["id"] for t in sandbox_clean.api_tokens()}
     assert victim["id"] not in remaining and plain["id"] not in remaining and bobs["id"] in remaining
     gone = Api(sandbox_clean, plain["token"])
-    assert gone.get("/user/tokens/verify").status_code == 401 and _code(gone.get("/zones")) == 9109
+    assert gone.get("/user/tokens/verify").status_code == 401 and error_code(gone.get("/zones")) == 9109
 
 
 @pytest.mark.parametrize(
@@ -147,20 +127,20 @@ def test_inactive_tokens_fail_verify_and_the_api_or_report_their_status_by_setti
     issued = sandbox_clean.create_api_token(permissions=["Zone Read"], **spec)
     api = Api(sandbox_clean, issued["token"])
     refused = api.get("/user/tokens/verify")
-    assert refused.status_code == 401 and _code(refused) == 1000
-    assert _code(api.get("/zones")) == 9109
+    assert refused.status_code == 401 and error_code(refused) == 1000
+    assert error_code(api.get("/zones")) == 9109
 
     sandbox_clean.settings(inactive_token_verify="status")
     reported = api.get("/user/tokens/verify")
     assert reported.status_code == 200 and reported.json()["result"]["status"] == status
-    assert _code(api.get("/zones")) == 9109
+    assert error_code(api.get("/zones")) == 9109
 
 
 def test_a_token_works_from_not_before_on(sandbox_clean):
     issued = sandbox_clean.create_api_token(permissions=["Zone Read"], not_before_in=600)
     api = Api(sandbox_clean, issued["token"])
     assert api.get("/user/tokens/verify").status_code == 401
-    assert _code(api.get("/zones")) == 9109
+    assert error_code(api.get("/zones")) == 9109
     sandbox_clean.settings(inactive_token_verify="status")
     early = api.get("/user/tokens/verify").json()["result"]
     assert early["status"] == "active" and early["not_before"]
@@ -184,7 +164,7 @@ def test_account_owned_tokens_verify_list_and_reach_only_their_account(sandbox_c
     assert api.get(f"/accounts/{ACME_STAGING_ID}/tokens/verify").status_code == 401
     zones = {z["name"] for z in api.get("/zones", per_page=50).json()["result"]}
     assert zones == {"acme.com", "acme.net", "acme.io"}
-    assert _code(api.get(f"/accounts/{ACME_STAGING_ID}/tokens")) == 10000
+    assert error_code(api.get(f"/accounts/{ACME_STAGING_ID}/tokens")) == 10000
 
     user_token = sandbox_clean.create_api_token(permissions=["Account API Tokens Write"], accounts=[ACME_CORP_ID])
     deleted = Api(sandbox_clean, user_token["token"]).send("DELETE", f"/accounts/{ACME_CORP_ID}/tokens/{issued['id']}")
@@ -195,7 +175,7 @@ def test_account_owned_tokens_verify_list_and_reach_only_their_account(sandbox_c
 def test_an_oauth_token_keeps_working_and_cannot_manage_api_tokens(sandbox_clean):
     oauth = Api(sandbox_clean, sandbox_clean.mint_grants()[0]["access_token"])
     assert oauth.get(f"/zones/{ACME_NET}/dns_records").status_code == 200
-    assert _code(oauth.get("/user/tokens")) == 10000
+    assert error_code(oauth.get("/user/tokens")) == 10000
     assert oauth.get("/user/tokens/verify").status_code == 401
 
 

@@ -97,6 +97,7 @@ class Principal:
     policies: tuple[dict[str, Any], ...] | None = None
     owner_account_id: str | None = None
     last_used_at: float | None = None
+    condition: dict[str, Any] | None = None
     acting_scope: str = ""
 
     def reaches(self, target: at.Target, scope: str | None = None) -> bool:
@@ -173,6 +174,7 @@ def resolve_bearer(conn: sqlite3.Connection, token: str, now: float) -> Principa
             policies=tuple(policies),
             owner_account_id=row["owner_account_id"],
             last_used_at=row["last_used_at"],
+            condition=loads(row["condition"]),
         )
     row = conn.execute(
         "SELECT a.expires_at, a.revoked, g.id, g.user_id, g.scopes, g.accounts, g.status, g.access_survives, "
@@ -1244,6 +1246,8 @@ def dispatch(app: SandboxApp, req: Request, route: Route | None, params: dict[st
             return refusal
     if principal is None:
         return api_error(403, 9109, "Invalid access token")
+    if principal.condition and not ip_condition_met(principal.condition, req.client_ip):
+        return api_error(403, 9109, f"Cannot use the access token from location: {req.client_ip}")
     if principal.kind == "api_token" and (
         principal.last_used_at is None or now - principal.last_used_at >= LAST_USED_RESOLUTION
     ):
@@ -1273,6 +1277,21 @@ def dispatch(app: SandboxApp, req: Request, route: Route | None, params: dict[st
         _revoke_by_fault(app, to_revoke)
     response.headers.extend(headers)
     return response
+
+
+def ip_condition_met(condition: dict[str, Any], client_ip: str) -> bool:
+    """A token's ``condition.request_ip``: the caller must be in one of ``in`` (when given) and in
+    none of ``not_in`` [doc]."""
+    request_ip = condition.get("request_ip") or {}
+    address = ipaddress.ip_address(client_ip)
+
+    def within(cidrs: list[str]) -> bool:
+        return any(address in ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+    if within(request_ip.get("not_in") or []):
+        return False
+    allowed = request_ip.get("in") or []
+    return not allowed or within(allowed)
 
 
 def _permitted(app: SandboxApp, req: Request, route: Route, p: Principal, params: dict[str, str]) -> bool:

@@ -8,6 +8,7 @@ the client's owner deleting it). Nothing here exists at Cloudflare.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import uuid
@@ -472,8 +473,8 @@ def _create_api_token(app: SandboxApp, data: dict[str, Any]) -> dict[str, Any]:
             raise ControlError(f"{key} must be an integer number of seconds")
         times[key] = value
     condition = data.get("condition")
-    if condition is not None and not isinstance(condition, dict):
-        raise ControlError("condition must be an object")
+    if condition is not None:
+        _check_condition(condition)
     now = app.clock.now()
     with app.store.write() as conn:
         if account_id is not None:
@@ -523,6 +524,19 @@ def _create_api_token(app: SandboxApp, data: dict[str, Any]) -> dict[str, Any]:
         "policies": policies,
         "owner_account_id": account_id,
     }
+
+
+def _check_condition(condition: Any) -> None:
+    """``{"request_ip": {"in": [cidr…], "not_in": [cidr…]}}``, each CIDR valid."""
+    request_ip = condition.get("request_ip") if isinstance(condition, dict) else None
+    if not isinstance(request_ip, dict) or not set(request_ip) <= {"in", "not_in"}:
+        raise ControlError('condition must be {"request_ip": {"in": [...], "not_in": [...]}}')
+    for key, cidrs in request_ip.items():
+        for cidr in _str_list(cidrs, f"condition.request_ip.{key}"):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ControlError(f"bad CIDR {cidr!r} in condition.request_ip.{key}") from exc
 
 
 def _shorthand_accounts(data: dict[str, Any]) -> list[str] | str:

@@ -7,7 +7,7 @@ import cloudflare
 import pytest
 import requests
 
-from cloudflare_sandbox.api_tokens import ACCOUNT, USER, ZONE
+from cloudflare_sandbox.api_tokens import ACCOUNT, USER, ZONE, Target, legacy_policies, policies_allow
 from cloudflare_sandbox.seed import ACME_CORP_ID, ACME_STAGING_ID, ALICE_ID, BOB_EMAIL, zone_id
 from tests.sandbox.api_client import Api, error_code
 
@@ -187,6 +187,7 @@ def test_an_oauth_token_keeps_working_and_cannot_manage_api_tokens(sandbox_clean
         {"policies": [{"permission_groups": ["DNS Read"], "resources": {f"{ACCOUNT}.{ACME_CORP_ID}": "*"}}]},
         {"policies": [{"effect": "maybe", "permission_groups": ["DNS Read"], "resources": {f"{ZONE}.*": "*"}}]},
         {"account_id": ACME_CORP_ID, "permissions": ["User Details Read"]},
+        {"permissions": ["Zone Read"], "condition": {"request_ip": {"in": ["not-a-cidr"]}}},
     ],
 )
 def test_bad_token_specs_are_refused_and_store_nothing(sandbox_clean, spec):
@@ -194,3 +195,50 @@ def test_bad_token_specs_are_refused_and_store_nothing(sandbox_clean, spec):
     response = requests.post(f"{sandbox_clean.base_url}/__sandbox__/api-tokens", json=spec)
     assert response.status_code == 400 and response.json()["error"]
     assert len(sandbox_clean.api_tokens()) == before
+
+
+@pytest.mark.parametrize(
+    ("request_ip", "allowed"),
+    [
+        ({"in": ["127.0.0.0/8"]}, True),
+        ({"in": ["10.0.0.0/8"]}, False),
+        ({"in": ["127.0.0.0/8"], "not_in": ["127.0.0.1/32"]}, False),
+    ],
+)
+def test_a_tokens_ip_condition_is_enforced(sandbox_clean, request_ip, allowed):
+    issued = sandbox_clean.create_api_token(permissions=["Zone Read"], condition={"request_ip": request_ip})
+    response = Api(sandbox_clean, issued["token"]).get("/zones")
+    if allowed:
+        assert response.status_code == 200
+    else:
+        assert response.status_code == 403 and error_code(response) == 9109
+        assert response.json()["errors"][0]["message"] == "Cannot use the access token from location: 127.0.0.1"
+    shown = next(t for t in sandbox_clean.api_tokens() if t["id"] == issued["id"])
+    assert shown["condition"] == {"request_ip": request_ip}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "kind"),
+    [
+        ("purge_cache", {"purge_everything": True}, "purge"),
+        ("settings/ssl", {"value": "strict"}, "settings.edit"),
+    ],
+)
+def test_zone_level_write_groups_apply_to_their_zones_only(sandbox_clean, path, body, kind):
+    group = "Cache Purge" if kind == "purge" else "Zone Settings Write"
+    issued = sandbox_clean.create_api_token(permissions=[group], zones=[ACME_COM])
+    api = Api(sandbox_clean, issued["token"])
+    method = "POST" if kind == "purge" else "PATCH"
+    assert api.send(method, f"/zones/{ACME_COM}/{path}", json=body).status_code == 200
+    assert error_code(api.send(method, f"/zones/{ACME_NET}/{path}", json=body)) == 10000
+    assert [w["zone_id"] for w in sandbox_clean.writes(api_token_id=issued["id"])] == [ACME_COM]
+    if kind == "settings.edit":
+        api.send(method, f"/zones/{ACME_COM}/{path}", json={"value": "full"})
+
+
+def test_tokens_stored_with_permissions_only_get_equivalent_policies():
+    policies = legacy_policies(["zone.read", "user-details.read"], [ACME_CORP_ID], ALICE_ID)
+    assert policies_allow(policies, "zone.read", Target(ZONE, ACME_COM, ACME_CORP_ID))
+    assert not policies_allow(policies, "zone.read", Target(ZONE, zone_id("staging-acme.dev"), ACME_STAGING_ID))
+    assert not policies_allow(policies, "dns.read", Target(ZONE, ACME_COM, ACME_CORP_ID))
+    assert policies_allow(policies, "user-details.read", Target(USER, ALICE_ID))

@@ -445,6 +445,8 @@ def verify_token(app: SandboxApp, req: Request, p: Principal, params: dict[str, 
     ``{id, status, expires_on?, not_before?}`` [doc]."""
     with app.store.read() as conn:
         row = conn.execute("SELECT * FROM api_tokens WHERE id=?", (p.token_id,)).fetchone()
+    if row is None:  # deleted since the token was checked
+        return api_error(401, 1000, "Invalid API Token")
     return envelope(
         _verify_view(row, "active"),
         messages=[{"code": 10000, "message": "This API Token is valid and active", "type": None}],

@@ -18,10 +18,11 @@ import re
 import sqlite3
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from . import api_tokens as at
 from .grants import revoke_grant
 from .scopes import CATALOGUE
 from .store import dumps, loads
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 API_PREFIX = "/client/v4"
 ANY_TOKEN = "*"
 API_TOKEN_ONLY = "api-token"
+ACCOUNT_TOKEN_ONLY = "account-token"
+#: ``last_used_on`` is refreshed at most this often, so busy tokens do not queue on the writer lock.
+LAST_USED_RESOLUTION = 60
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -76,7 +80,11 @@ def not_found(path: str) -> Response:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: an OAuth grant's access token or a legacy user API token."""
+    """Who is calling: an OAuth grant's access token or an API token (user- or account-owned).
+
+    API tokens carry ``policies``; the dispatcher binds ``acting_scope`` (the route's scope) so the
+    handlers' account and zone lists show only what the policies reach for that scope.
+    """
 
     kind: str  # "oauth" | "api_token"
     user_id: str
@@ -86,6 +94,18 @@ class Principal:
     created_at: float
     token_id: str
     token_sha256: str = ""
+    policies: tuple[dict[str, Any], ...] | None = None
+    owner_account_id: str | None = None
+    last_used_at: float | None = None
+    condition: dict[str, Any] | None = None
+    acting_scope: str = ""
+
+    def reaches(self, target: at.Target, scope: str | None = None) -> bool:
+        """Whether the token's policies allow ``scope`` (default: the acting scope) on the target;
+        always true for OAuth tokens, whose reach is the accounts chosen at consent."""
+        if self.policies is None:
+            return True
+        return at.policies_allow(list(self.policies), scope or self.acting_scope, target)
 
     @property
     def grant_id(self) -> str | None:
@@ -137,21 +157,24 @@ def record_write(
 def resolve_bearer(conn: sqlite3.Connection, token: str, now: float) -> Principal | None:
     """The principal behind a bearer token, or ``None`` when it is unknown, revoked or expired."""
     token_hash = sha256_hex(token)
-    if token.startswith(API_TOKEN_PREFIX):
-        row = conn.execute(
-            "SELECT t.*, u.email FROM api_tokens t JOIN users u ON u.id=t.user_id WHERE t.token_hash=?", (token_hash,)
-        ).fetchone()
-        if row is None or row["status"] != "active" or (row["expires_at"] is not None and row["expires_at"] <= now):
+    if token.startswith((API_TOKEN_PREFIX, at.ACCOUNT_TOKEN_PREFIX)):
+        row = api_token_row(conn, token)
+        if row is None or token_status(row, now) != "active":
             return None
+        policies = token_policies(row)
         return Principal(
             "api_token",
             row["user_id"],
-            row["email"],
-            frozenset(loads(row["scopes"])),
-            loads(row["accounts"]),
+            row["email"] or "",
+            at.policies_scopes(policies),
+            "all",
             row["created_at"],
             row["id"],
             token_hash,
+            policies=tuple(policies),
+            owner_account_id=row["owner_account_id"],
+            last_used_at=row["last_used_at"],
+            condition=loads(row["condition"]),
         )
     row = conn.execute(
         "SELECT a.expires_at, a.revoked, g.id, g.user_id, g.scopes, g.accounts, g.status, g.access_survives, "
@@ -175,16 +198,53 @@ def resolve_bearer(conn: sqlite3.Connection, token: str, now: float) -> Principa
     )
 
 
+def api_token_row(conn: sqlite3.Connection, token: str) -> sqlite3.Row | None:
+    """The stored API token (user- or account-owned) behind a presented token, whatever its status."""
+    return conn.execute(
+        "SELECT t.*, u.email FROM api_tokens t LEFT JOIN users u ON u.id=t.user_id WHERE t.token_hash=?",
+        (sha256_hex(token),),
+    ).fetchone()
+
+
+def token_status(row: sqlite3.Row, now: float) -> str:
+    """``active``, ``disabled`` or ``expired`` as Cloudflare reports it, or ``not_yet_valid`` (usable
+    from ``not_before`` on; Cloudflare still reports such a token as ``active``)."""
+    if row["status"] != "active":
+        return str(row["status"])
+    if row["expires_at"] is not None and row["expires_at"] <= now:
+        return "expired"
+    if row["not_before"] is not None and row["not_before"] > now:
+        return "not_yet_valid"
+    return "active"
+
+
+def token_policies(row: sqlite3.Row) -> list[dict[str, Any]]:
+    """The token's policies; tokens stored by an older sandbox (scopes + accounts only) get the
+    equivalent policies."""
+    policies = loads(row["policies"]) or []
+    if not policies and loads(row["scopes"]):
+        policies = at.legacy_policies(loads(row["scopes"]), loads(row["accounts"]), row["user_id"])
+    return policies
+
+
 def visible_accounts(conn: sqlite3.Connection, principal: Principal) -> list[sqlite3.Row]:
     """Accounts the token may use: the user's memberships ∩ the accounts chosen at consent.
 
     An account whose OAuth app access was switched off stays visible to grants created before the
     switch (Cloudflare: "existing grants stay" [doc]) and is hidden from grants created after it.
+    An account-owned API token sees only its account; for an account-level scope, an API token sees
+    the accounts its policies reach.
     """
-    rows = conn.execute(
-        "SELECT a.* FROM accounts a JOIN memberships m ON m.account_id=a.id WHERE m.user_id=? ORDER BY a.name, a.id",
-        (principal.user_id,),
-    ).fetchall()
+    if principal.owner_account_id is not None:
+        rows = conn.execute("SELECT * FROM accounts WHERE id=?", (principal.owner_account_id,)).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT a.* FROM accounts a JOIN memberships m ON m.account_id=a.id WHERE m.user_id=? "
+            "ORDER BY a.name, a.id",
+            (principal.user_id,),
+        ).fetchall()
+    if principal.policies is not None and at.SCOPE_LEVEL.get(principal.acting_scope) == at.ACCOUNT:
+        rows = [r for r in rows if principal.reaches(at.Target(at.ACCOUNT, r["id"]))]
     if principal.accounts != "all":
         allowed = set(principal.accounts)
         rows = [r for r in rows if r["id"] in allowed]
@@ -371,12 +431,141 @@ def get_user(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]
     )
 
 
+def _verify_view(row: sqlite3.Row, status: str) -> dict[str, Any]:
+    view: dict[str, Any] = {"id": row["id"], "status": status}
+    if row["expires_at"] is not None:
+        view["expires_on"] = iso(row["expires_at"])
+    if row["not_before"] is not None:
+        view["not_before"] = iso(row["not_before"])
+    return view
+
+
 def verify_token(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
-    """``GET /user/tokens/verify`` for legacy user API tokens."""
+    """``GET /user/tokens/verify`` and ``GET /accounts/{account_id}/tokens/verify``:
+    ``{id, status, expires_on?, not_before?}`` [doc]."""
+    with app.store.read() as conn:
+        row = conn.execute("SELECT * FROM api_tokens WHERE id=?", (p.token_id,)).fetchone()
+    if row is None:  # deleted since the token was checked
+        return api_error(401, 1000, "Invalid API Token")
     return envelope(
-        {"id": p.token_id, "status": "active"},
+        _verify_view(row, "active"),
         messages=[{"code": 10000, "message": "This API Token is valid and active", "type": None}],
     )
+
+
+def _verify_refusal(
+    app: SandboxApp, route: Route, params: dict[str, str], token: str, p: Principal | None
+) -> Response | None:
+    """``None`` when the caller may verify itself here; otherwise the answer for a token of the
+    wrong kind (401 code 1000) or an inactive one (the same 401, or with setting
+    ``inactive_token_verify="status"`` 200 with its status)."""
+    wanted_owner = params.get("account_id") if route.scope == ACCOUNT_TOKEN_ONLY else None
+    if p is not None and p.kind == "api_token" and p.owner_account_id == wanted_owner:
+        return None
+    if p is None and app.settings.inactive_token_verify == "status":
+        with app.store.read() as conn:
+            row = api_token_row(conn, token)
+        if row is not None and row["owner_account_id"] == wanted_owner:
+            status = token_status(row, app.clock.now())
+            return envelope(_verify_view(row, "active" if status == "not_yet_valid" else status))
+    return api_error(401, 1000, "Invalid API Token")
+
+
+# -------------------------------------------------------------------------- API token management
+
+
+def token_view(row: sqlite3.Row, now: float) -> dict[str, Any]:
+    """An API token as ``GET /user/tokens/{id}`` shows it [doc] (never the secret)."""
+    status = token_status(row, now)
+    view: dict[str, Any] = {
+        "id": row["id"],
+        "name": row["name"],
+        "status": "active" if status == "not_yet_valid" else status,
+        "issued_on": iso(row["created_at"]),
+        "modified_on": iso(row["modified_at"] or row["created_at"]),
+        "not_before": iso(row["not_before"]) if row["not_before"] is not None else None,
+        "expires_on": iso(row["expires_at"]) if row["expires_at"] is not None else None,
+        "last_used_on": iso(row["last_used_at"]) if row["last_used_at"] is not None else None,
+        "policies": token_policies(row),
+    }
+    if row["condition"]:
+        view["condition"] = loads(row["condition"])
+    return view
+
+
+def _owned_tokens(conn: sqlite3.Connection, p: Principal, params: dict[str, str]) -> tuple[str, tuple[str, ...]] | None:
+    """SQL condition for the tokens this path lists: the user's own, or an account's (when the
+    caller sees that account); ``None`` when the account is out of reach."""
+    account_id = params.get("account_id")
+    if account_id is None:
+        return "user_id=? AND owner_account_id IS NULL", (p.user_id,)
+    if account_id not in {r["id"] for r in visible_accounts(conn, p)}:
+        return None
+    return "owner_account_id=?", (account_id,)
+
+
+def list_tokens(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``GET /user/tokens`` ("API Tokens Read") and ``GET /accounts/{id}/tokens`` ("Account API
+    Tokens Read")."""
+    with app.store.read() as conn:
+        owned = _owned_tokens(conn, p, params)
+        if owned is None:
+            return not_found(req.path)
+        rows = conn.execute(
+            f"SELECT * FROM api_tokens WHERE {owned[0]} ORDER BY created_at, id",  # noqa: S608 - fixed conditions
+            owned[1],
+        ).fetchall()
+    now = app.clock.now()
+    page = paginate(req, [token_view(r, now) for r in rows], default=20, minimum=5, maximum=50)
+    if isinstance(page, Response):
+        return page
+    chunk, info = page
+    return envelope(chunk, result_info=info)
+
+
+def _owned_token(conn: sqlite3.Connection, p: Principal, params: dict[str, str]) -> sqlite3.Row | None:
+    owned = _owned_tokens(conn, p, params)
+    if owned is None:
+        return None
+    return conn.execute(
+        f"SELECT * FROM api_tokens WHERE id=? AND {owned[0]}",  # noqa: S608 - fixed conditions
+        (params["token_id"], *owned[1]),
+    ).fetchone()
+
+
+def get_token(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``GET /user/tokens/{token_id}`` and ``GET /accounts/{account_id}/tokens/{token_id}``."""
+    with app.store.read() as conn:
+        row = _owned_token(conn, p, params)
+    if row is None:
+        return not_found(req.path)
+    return envelope(token_view(row, app.clock.now()))
+
+
+def delete_token(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``DELETE /user/tokens/{token_id}`` ("API Tokens Write", or the token deleting itself) and the
+    account-owned equivalent; the token stops working at once."""
+    with app.store.write() as conn:
+        row = _owned_token(conn, p, params)
+        if row is None:
+            return not_found(req.path)
+        conn.execute("DELETE FROM api_tokens WHERE id=?", (row["id"],))
+    return envelope({"id": row["id"]})
+
+
+def list_permission_groups(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
+    """``GET /user/tokens/permission_groups`` (every group) and
+    ``GET /accounts/{account_id}/tokens/permission_groups`` (account and zone groups; filters ``name``
+    and ``scope``). Any valid token may read them [guess]."""
+    groups = list(at.PERMISSION_GROUPS)
+    if "account_id" in params:
+        groups = [g for g in groups if g.level != at.USER]
+    name, scope = req.arg("name"), req.arg("scope")
+    if name:
+        groups = [g for g in groups if g.name.lower() == name.lower()]
+    if scope:
+        groups = [g for g in groups if g.level == scope]
+    return envelope([g.view() for g in groups])
 
 
 def list_accounts(app: SandboxApp, req: Request, p: Principal, params: dict[str, str]) -> Response:
@@ -410,11 +599,18 @@ def _visible_zones(conn: sqlite3.Connection, p: Principal) -> list[sqlite3.Row]:
     if not accounts:
         return []
     marks = ",".join("?" * len(accounts))
-    return conn.execute(
+    rows = conn.execute(
         "SELECT z.*, a.name AS account_name FROM zones z JOIN accounts a ON a.id=z.account_id "
         f"WHERE z.account_id IN ({marks}) ORDER BY z.name",  # noqa: S608 - placeholders only
         tuple(accounts),
     ).fetchall()
+    return [r for r in rows if _zone_reached(p, r)]
+
+
+def _zone_reached(p: Principal, row: sqlite3.Row) -> bool:
+    if p.policies is None or at.SCOPE_LEVEL.get(p.acting_scope) != at.ZONE:
+        return True
+    return p.reaches(at.Target(at.ZONE, row["id"], row["account_id"]))
 
 
 def _zone(conn: sqlite3.Connection, p: Principal, zone_id: str) -> sqlite3.Row | None:
@@ -424,7 +620,7 @@ def _zone(conn: sqlite3.Connection, p: Principal, zone_id: str) -> sqlite3.Row |
     ).fetchone()
     if row is None:
         return None
-    if row["account_id"] not in {r["id"] for r in visible_accounts(conn, p)}:
+    if row["account_id"] not in {r["id"] for r in visible_accounts(conn, p)} or not _zone_reached(p, row):
         return None
     return row
 
@@ -983,8 +1179,17 @@ def _route(method: str, template: str, scope: str, handler: Handler) -> Route:
 ROUTES: tuple[Route, ...] = (
     _route("GET", "/user", "user-details.read", get_user),
     _route("GET", "/user/tokens/verify", API_TOKEN_ONLY, verify_token),
+    _route("GET", "/user/tokens/permission_groups", ANY_TOKEN, list_permission_groups),
+    _route("GET", "/user/tokens", "api-tokens.read", list_tokens),
+    _route("GET", "/user/tokens/{token_id}", "api-tokens.read", get_token),
+    _route("DELETE", "/user/tokens/{token_id}", "api-tokens.write", delete_token),
     _route("GET", "/accounts", "account-settings.read", list_accounts),
     _route("GET", "/accounts/{account_id}", "account-settings.read", get_account),
+    _route("GET", "/accounts/{account_id}/tokens/verify", ACCOUNT_TOKEN_ONLY, verify_token),
+    _route("GET", "/accounts/{account_id}/tokens/permission_groups", ANY_TOKEN, list_permission_groups),
+    _route("GET", "/accounts/{account_id}/tokens", "account-api-tokens.read", list_tokens),
+    _route("GET", "/accounts/{account_id}/tokens/{token_id}", "account-api-tokens.read", get_token),
+    _route("DELETE", "/accounts/{account_id}/tokens/{token_id}", "account-api-tokens.write", delete_token),
     _route("GET", "/zones", "zone.read", list_zones),
     _route("GET", "/zones/{zone_id}", "zone.read", get_zone),
     _route("GET", "/zones/{zone_id}/dns_records", "dns.read", list_records),
@@ -1037,10 +1242,19 @@ def dispatch(app: SandboxApp, req: Request, route: Route | None, params: dict[st
     now = app.clock.now()
     with app.store.read() as conn:
         principal = resolve_bearer(conn, token, now)
-    if route.scope == API_TOKEN_ONLY and (principal is None or principal.kind != "api_token"):
-        return api_error(401, 1000, "Invalid API Token")
+    if route.scope in (API_TOKEN_ONLY, ACCOUNT_TOKEN_ONLY):
+        refusal = _verify_refusal(app, route, params, token, principal)
+        if refusal is not None:
+            return refusal
     if principal is None:
         return api_error(403, 9109, "Invalid access token")
+    if principal.condition and not ip_condition_met(principal.condition, req.client_ip):
+        return api_error(403, 9109, f"Cannot use the access token from location: {req.client_ip}")
+    if principal.kind == "api_token" and (
+        principal.last_used_at is None or now - principal.last_used_at >= LAST_USED_RESOLUTION
+    ):
+        with app.store.write() as conn:
+            conn.execute("UPDATE api_tokens SET last_used_at=? WHERE id=?", (now, principal.token_id))
     to_revoke: list[str] = []
     if principal.grant_id is not None:
         refuse, to_revoke = app.faults.count_grant_call(principal.grant_id)
@@ -1057,14 +1271,55 @@ def dispatch(app: SandboxApp, req: Request, route: Route | None, params: dict[st
     ]
     if not allowed:
         response = rate_limited(reset, int(settings.rate_limit_code))
-    elif route.scope not in (ANY_TOKEN, API_TOKEN_ONLY) and route.scope not in principal.scopes:
+    elif not _permitted(app, req, route, principal, params):
         response = _missing_scope(int(settings.missing_scope_code))
     else:
-        response = route.handler(app, req, principal, params)
+        response = route.handler(app, req, replace(principal, acting_scope=route.scope), params)
     if to_revoke:
         _revoke_by_fault(app, to_revoke)
     response.headers.extend(headers)
     return response
+
+
+def ip_condition_met(condition: dict[str, Any], client_ip: str) -> bool:
+    """A token's ``condition.request_ip``: the caller must be in one of ``in`` (when given) and in
+    none of ``not_in`` [doc]."""
+    request_ip = condition.get("request_ip") or {}
+    address = ipaddress.ip_address(client_ip)
+
+    def within(cidrs: list[str]) -> bool:
+        return any(address in ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+    if within(request_ip.get("not_in") or []):
+        return False
+    allowed = request_ip.get("in") or []
+    return not allowed or within(allowed)
+
+
+def _permitted(app: SandboxApp, req: Request, route: Route, p: Principal, params: dict[str, str]) -> bool:
+    """Whether the route's scope is granted: to an OAuth token by its grant's scopes; to an API token
+    by its policies on the zone, account or user the path names (lists are filtered by the handlers
+    instead). A token may always delete itself [doc]."""
+    if route.scope in (ANY_TOKEN, API_TOKEN_ONLY, ACCOUNT_TOKEN_ONLY):
+        return True
+    if p.policies is not None and req.method == "DELETE" and params.get("token_id") == p.token_id:
+        return True
+    if route.scope not in p.scopes:
+        return False
+    if p.policies is None:
+        return True
+    level = at.SCOPE_LEVEL.get(route.scope)
+    if level == at.USER:
+        target = at.Target(at.USER, p.user_id)
+    elif level == at.ACCOUNT and "account_id" in params:
+        target = at.Target(at.ACCOUNT, params["account_id"])
+    elif level == at.ZONE and "zone_id" in params:
+        with app.store.read() as conn:
+            zone = conn.execute("SELECT account_id FROM zones WHERE id=?", (params["zone_id"],)).fetchone()
+        target = at.Target(at.ZONE, params["zone_id"], zone["account_id"] if zone else None)
+    else:
+        return True
+    return p.reaches(target, route.scope)
 
 
 def _missing_scope(code: int) -> Response:

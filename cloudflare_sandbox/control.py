@@ -8,16 +8,19 @@ the client's owner deleting it). Nothing here exists at Cloudflare.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from . import api_tokens as at
 from . import seed as seeding
+from .api import token_view
 from .grants import list_grants, load_client, revoke_grant
 from .runtime import SettingsError
-from .scopes import REGISTRABLE, is_dot_style, permission_to_scope
+from .scopes import REGISTRABLE, is_dot_style
 from .store import dumps, loads
 from .tokens import new_access_token, new_api_token, new_refresh_token, sha256_hex
 from .ui import set_oauth_access
@@ -139,6 +142,8 @@ def _dispatch(app: SandboxApp, req: Request, method: str, parts: list[str]) -> R
     if head == "api-tokens":
         if not rest and method == "POST":
             return _ok(_create_api_token(app, _body(req)))
+        if not rest and method == "GET":
+            return _ok(_api_tokens(app))
         if len(rest) == 1 and method == "DELETE":
             with app.store.write() as conn:
                 if not conn.execute("DELETE FROM api_tokens WHERE id=?", (rest[0],)).rowcount:
@@ -445,45 +450,195 @@ def _mint(app: SandboxApp, data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _create_api_token(app: SandboxApp, data: dict[str, Any]) -> dict[str, Any]:
-    """A legacy user API token (``cfut_``) with a permission list mapped to scope ids."""
-    email = str(data.get("user_email", seeding.ALICE_EMAIL)).lower()
-    permissions = _str_list(data.get("permissions", []), "permissions")
-    scopes = []
-    for permission in permissions:
-        scope = permission_to_scope(permission)
-        if scope is None:
-            raise ControlError(f"unknown permission {permission!r}")
-        scopes.append(scope)
+    """An API token with Cloudflare's policies: user-owned (``cfut_``, ``user_email``) or
+    account-owned (``cfat_``, ``account_id``).
+
+    1. ``policies`` (``[{"effect", "permission_groups": [names or ids], "resources": {...}}]``) are
+       taken as given; the shorthand ``permissions`` (+ ``zones`` or ``accounts``) builds one allow
+       policy per resource level, as the dashboard does.
+    2. Every group must exist and find a resource of its level in its policy; every resource must be
+       the owner's (the user's accounts and their zones, or the owning account). Nothing is stored
+       on a bad request.
+    3. ``status``, ``expires_in`` / ``not_before_in`` (seconds from now) and ``condition`` are stored
+       as given.
+    """
+    account_id = data.get("account_id")
     status = data.get("status", "active")
     if status not in ("active", "disabled", "expired"):
         raise ControlError("status must be active, disabled or expired")
-    expires_in = data.get("expires_in")
-    if expires_in is not None and (isinstance(expires_in, bool) or not isinstance(expires_in, int)):
-        raise ControlError("expires_in must be an integer number of seconds")
-    token = new_api_token()
-    token_id = uuid.uuid4().hex
+    times = {}
+    for key in ("expires_in", "not_before_in"):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ControlError(f"{key} must be an integer number of seconds")
+        times[key] = value
+    condition = data.get("condition")
+    if condition is not None:
+        _check_condition(condition)
     now = app.clock.now()
     with app.store.write() as conn:
-        user = conn.execute("SELECT id FROM users WHERE email=?", (email,)).fetchone()
-        if user is None:
-            raise ControlError("unknown user", 404)
-        accounts = _accounts_arg(data.get("accounts"), _user_account_ids(conn, user["id"]))
+        if account_id is not None:
+            if conn.execute("SELECT 1 FROM accounts WHERE id=?", (account_id,)).fetchone() is None:
+                raise ControlError("unknown account", 404)
+            user_id, member_of = f"account:{account_id}", {str(account_id)}
+        else:
+            email = str(data.get("user_email", seeding.ALICE_EMAIL)).lower()
+            user = conn.execute("SELECT id FROM users WHERE email=?", (email,)).fetchone()
+            if user is None:
+                raise ControlError("unknown user", 404)
+            user_id, member_of = user["id"], _user_account_ids(conn, user["id"])
+        if "policies" in data:
+            policies = [_policy(conn, p, user_id, member_of, account_id) for p in _policy_list(data["policies"])]
+        else:
+            policies = _shorthand_policies(conn, data, user_id, member_of, account_id)
+        scopes = sorted(at.policies_scopes(policies))
+        token = new_api_token() if account_id is None else at.new_account_token()
+        token_id = uuid.uuid4().hex
         conn.execute(
-            "INSERT INTO api_tokens(id, token_hash, user_id, name, scopes, accounts, status, created_at, expires_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO api_tokens(id, token_hash, user_id, name, scopes, accounts, status, created_at, expires_at, "
+            "policies, owner_account_id, not_before, modified_at, condition) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 token_id,
                 sha256_hex(token),
-                user["id"],
+                user_id,
                 str(data.get("name", "API token")),
                 dumps(scopes),
-                dumps(accounts),
+                dumps(sorted(member_of)),
                 status,
                 now,
-                now + expires_in if expires_in is not None else None,
+                now + times["expires_in"] if times["expires_in"] is not None else None,
+                dumps(policies),
+                account_id,
+                now + times["not_before_in"] if times["not_before_in"] is not None else None,
+                now,
+                dumps(condition) if condition is not None else None,
             ),
         )
-    return {"id": token_id, "token": token, "status": status, "scopes": scopes, "accounts": accounts}
+    accounts = _shorthand_accounts(data)
+    return {
+        "id": token_id,
+        "token": token,
+        "status": status,
+        "scopes": scopes,
+        "accounts": accounts,
+        "policies": policies,
+        "owner_account_id": account_id,
+    }
+
+
+def _check_condition(condition: Any) -> None:
+    """``{"request_ip": {"in": [cidr…], "not_in": [cidr…]}}``, each CIDR valid."""
+    request_ip = condition.get("request_ip") if isinstance(condition, dict) else None
+    if not isinstance(request_ip, dict) or not set(request_ip) <= {"in", "not_in"}:
+        raise ControlError('condition must be {"request_ip": {"in": [...], "not_in": [...]}}')
+    for key, cidrs in request_ip.items():
+        for cidr in _str_list(cidrs, f"condition.request_ip.{key}"):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ControlError(f"bad CIDR {cidr!r} in condition.request_ip.{key}") from exc
+
+
+def _shorthand_accounts(data: dict[str, Any]) -> list[str] | str:
+    value = data.get("accounts")
+    return "all" if value in (None, "all") else list(value)
+
+
+def _groups(values: Any) -> list[at.PermissionGroup]:
+    groups = []
+    for value in _str_list(values, "permissions"):
+        group = at.find_group(value)
+        if group is None:
+            raise ControlError(f"unknown permission {value!r}")
+        groups.append(group)
+    return groups
+
+
+def _shorthand_policies(
+    conn: Any, data: dict[str, Any], user_id: str, member_of: set[str], owner: str | None
+) -> list[dict[str, Any]]:
+    """``permissions`` over ``zones`` (zone ids) or ``accounts`` (default: all of the owner's)."""
+    groups = _groups(data.get("permissions", []))
+    accounts = _accounts_arg(data.get("accounts"), member_of)
+    if owner is not None:
+        accounts = [owner]
+    zones = data.get("zones")
+    if zones is not None:
+        zones = _str_list(zones, "zones")
+        _check_zones(conn, zones, member_of)
+    if owner is not None and any(g.level == at.USER for g in groups):
+        raise ControlError("an account-owned token cannot hold user permissions")
+    return at.dashboard_policies(groups, user_id=user_id, accounts=accounts, zones=zones)
+
+
+def _policy_list(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not value or not all(isinstance(p, dict) for p in value):
+        raise ControlError("policies must be a non-empty list of objects")
+    return value
+
+
+def _check_zones(conn: Any, zones: list[str], member_of: set[str]) -> None:
+    for zone_id in zones:
+        row = conn.execute("SELECT account_id FROM zones WHERE id=?", (zone_id,)).fetchone()
+        if row is None or row["account_id"] not in member_of:
+            raise ControlError(f"zone {zone_id} is not in the owner's accounts")
+
+
+def _policy(conn: Any, data: dict[str, Any], user_id: str, member_of: set[str], owner: str | None) -> dict[str, Any]:
+    """One policy from a control request, checked against Cloudflare's rules (step 2 above)."""
+    effect = data.get("effect", "allow")
+    if effect not in ("allow", "deny"):
+        raise ControlError("effect must be allow or deny")
+    raw_groups = data.get("permission_groups")
+    if isinstance(raw_groups, list):
+        raw_groups = [g.get("id") or g.get("name") if isinstance(g, dict) else g for g in raw_groups]
+    groups = _groups(raw_groups)
+    if not groups:
+        raise ControlError("a policy needs at least one permission group")
+    resources = data.get("resources")
+    if not isinstance(resources, dict) or not resources:
+        raise ControlError("resources must be a non-empty object")
+    levels: set[str] = set()
+    for key, value in resources.items():
+        levels |= _check_resource(conn, str(key), value, user_id, member_of, owner)
+    for group in groups:
+        if group.level not in levels:
+            raise ControlError(f"{group.name} needs a {group.level} resource in its policy")
+    return at.policy_view(effect, groups, resources)
+
+
+def _check_resource(conn: Any, key: str, value: Any, user_id: str, member_of: set[str], owner: str | None) -> set[str]:
+    """The resource levels a key provides; raises for a resource outside the owner's reach."""
+    zone_prefix, account_prefix, user_prefix = f"{at.ZONE}.", f"{at.ACCOUNT}.", f"{at.USER}."
+    if key.startswith(zone_prefix) and value == "*":
+        zone_id = key[len(zone_prefix) :]
+        if zone_id != "*":
+            _check_zones(conn, [zone_id], member_of)
+        return {at.ZONE}
+    if key.startswith(account_prefix):
+        account_id = key[len(account_prefix) :]
+        if account_id != "*" and account_id not in member_of:
+            raise ControlError(f"account {account_id} is not the owner's")
+        if value == "*":
+            return {at.ACCOUNT}
+        if isinstance(value, dict) and value:
+            for zone_key, zone_value in value.items():
+                if not str(zone_key).startswith(zone_prefix) or zone_value != "*":
+                    raise ControlError(f"bad zone resource {zone_key!r} under {key}")
+                if zone_key != f"{at.ZONE}.*":
+                    _check_zones(conn, [str(zone_key)[len(zone_prefix) :]], member_of)
+            return {at.ZONE}
+    if key.startswith(user_prefix) and value == "*" and owner is None and key[len(user_prefix) :] in (user_id, "*"):
+        return {at.USER}
+    raise ControlError(f"bad resource {key!r}")
+
+
+def _api_tokens(app: SandboxApp) -> list[dict[str, Any]]:
+    """Ground truth: every API token (never the secret), with its owner and policies."""
+    with app.store.read() as conn:
+        rows = conn.execute("SELECT * FROM api_tokens ORDER BY created_at, id").fetchall()
+    now = app.clock.now()
+    return [{**token_view(r, now), "user_id": r["user_id"], "owner_account_id": r["owner_account_id"]} for r in rows]
 
 
 def _slug(name: str) -> str:

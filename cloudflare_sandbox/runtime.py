@@ -35,6 +35,9 @@ DEFAULT_SETTINGS: Final[dict[str, Any]] = {
     "ip_rate_limit": 0,
     "missing_scope_code": 10000,
     "rate_limit_code": 971,
+    # What `/user/tokens/verify` answers for a disabled, expired or not-yet-valid API token:
+    # "error" (401 code 1000, like an unknown token) or "status" (200 with the token's status).
+    "inactive_token_verify": "error",
 }
 
 _INT_SETTINGS: Final = {
@@ -109,6 +112,8 @@ def validate_settings(values: dict[str, Any]) -> dict[str, Any]:
         elif key == "rate_limit_code":
             if value not in (971, 10429):
                 raise SettingsError("rate_limit_code must be 971 or 10429")
+        elif key == "inactive_token_verify" and value not in ("error", "status"):
+            raise SettingsError("inactive_token_verify must be 'error' or 'status'")
         elif key == "scope_plus" and value not in ("literal", "space"):
             raise SettingsError("scope_plus must be 'literal' or 'space'")
         clean[key] = value

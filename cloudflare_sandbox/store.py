@@ -203,7 +203,13 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     accounts TEXT NOT NULL,
     status TEXT NOT NULL,
     created_at REAL NOT NULL,
-    expires_at REAL
+    expires_at REAL,
+    policies TEXT NOT NULL DEFAULT '[]',
+    owner_account_id TEXT,
+    not_before REAL,
+    modified_at REAL,
+    last_used_at REAL,
+    condition TEXT
 );
 """
 
@@ -260,6 +266,17 @@ class Store:
         for name, ddl in (("tags", "TEXT NOT NULL DEFAULT '[]'"), ("settings", "TEXT NOT NULL DEFAULT '{}'")):
             if name not in columns:
                 self._writer.execute(f"ALTER TABLE dns_records ADD COLUMN {name} {ddl}")
+        columns = {r["name"] for r in self._writer.execute("PRAGMA table_info(api_tokens)")}
+        for name, ddl in (
+            ("policies", "TEXT NOT NULL DEFAULT '[]'"),
+            ("owner_account_id", "TEXT"),
+            ("not_before", "REAL"),
+            ("modified_at", "REAL"),
+            ("last_used_at", "REAL"),
+            ("condition", "TEXT"),
+        ):
+            if name not in columns:
+                self._writer.execute(f"ALTER TABLE api_tokens ADD COLUMN {name} {ddl}")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)

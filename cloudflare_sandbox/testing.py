@@ -326,8 +326,21 @@ class SandboxProcess:
         return self.control("POST", f"accounts/{account_id}/oauth-access", json={"enabled": enabled})
 
     def create_api_token(self, **spec: Any) -> dict[str, Any]:
-        """Issue a legacy ``cfut_`` user API token."""
+        """Issue a user API token (``cfut_``): ``permissions`` (group names) over ``zones`` or
+        ``accounts``, or explicit ``policies``; ``status``, ``expires_in``, ``not_before_in``."""
         return self.control("POST", "api-tokens", json=spec)
+
+    def create_account_token(self, account_id: str, **spec: Any) -> dict[str, Any]:
+        """Issue an account-owned API token (``cfat_``) limited to ``account_id``."""
+        return self.control("POST", "api-tokens", json={"account_id": account_id, **spec})
+
+    def api_tokens(self) -> list[dict[str, Any]]:
+        """Ground truth: every API token as ``GET /user/tokens/{id}`` shows it, plus its owner."""
+        return self.control("GET", "api-tokens")
+
+    def delete_api_token(self, token_id: str) -> dict[str, Any]:
+        """Delete a token as its owner would in the dashboard."""
+        return self.control("DELETE", f"api-tokens/{token_id}")
 
     def add_user(self, **spec: Any) -> dict[str, Any]:
         """Add a user with new accounts and zones."""

@@ -15,32 +15,12 @@ from cloudflare_sandbox.seed import (
     CAROL_EMAIL,
     zone_id,
 )
-
-
-class Api:
-    """A tiny API client bound to one bearer token."""
-
-    def __init__(self, sandbox, token: str) -> None:
-        self.base = sandbox.api_url
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Bearer {token}"
-
-    def get(self, path: str, **params):
-        return self.http.get(self.base + path, params=params or None)
-
-    def send(self, method: str, path: str, json=None):
-        return self.http.request(method, self.base + path, json=json)
+from tests.sandbox.api_client import Api, error_code
 
 
 def _api(sandbox, **grant) -> Api:
     minted = sandbox.mint_grants(**grant)[0]
     return Api(sandbox, minted["access_token"])
-
-
-def _error_code(response) -> int:
-    body = response.json()
-    assert body["success"] is False and body["result"] is None
-    return body["errors"][0]["code"]
 
 
 def test_get_user_answers_in_the_cloudflare_envelope(sandbox_clean):
@@ -63,7 +43,7 @@ def test_accounts_are_those_chosen_at_consent(sandbox_clean):
     assert [a["id"] for a in limited.get("/accounts").json()["result"]] == [BIGSHOP_ID]
     assert limited.get(f"/accounts/{BIGSHOP_ID}").status_code == 200
     hidden = limited.get(f"/accounts/{ACME_CORP_ID}")
-    assert hidden.status_code == 404 and _error_code(hidden) == 7003
+    assert hidden.status_code == 404 and error_code(hidden) == 7003
 
 
 def test_zones_paginate_by_at_most_fifty(sandbox_clean):
@@ -128,7 +108,7 @@ def test_a_grant_sees_only_the_zones_of_its_accounts(sandbox_clean):
     assert api.get(f"/zones/{zone_id('staging-acme.dev')}").status_code == 200
     for hidden in (zone_id("acme.com"), zone_id("carols-bakery.com"), "0" * 32):
         response = api.get(f"/zones/{hidden}")
-        assert response.status_code == 404 and _error_code(response) == 7003
+        assert response.status_code == 404 and error_code(response) == 7003
         response = api.get(f"/zones/{hidden}/dns_records")
         assert response.status_code == 404
 
@@ -146,7 +126,7 @@ def test_each_endpoint_enforces_its_scope(sandbox_clean):
     ):
         response = api.send(method, path, body)
         assert response.status_code == 403, path
-        assert _error_code(response) == 10000
+        assert error_code(response) == 10000
     assert api.get("/oauth/scopes").status_code == 200
 
 
@@ -156,12 +136,12 @@ def test_a_revoked_or_expired_token_gets_9109(sandbox_clean):
     assert api.get("/zones").status_code == 200
     sandbox_clean.revoke_grant(minted["grant_id"])
     response = api.get("/zones")
-    assert response.status_code == 403 and _error_code(response) == 9109
-    assert _error_code(Api(sandbox_clean, "cfoat_" + "x" * 43).get("/zones")) == 9109
+    assert response.status_code == 403 and error_code(response) == 9109
+    assert error_code(Api(sandbox_clean, "cfoat_" + "x" * 43).get("/zones")) == 9109
 
     expiring = Api(sandbox_clean, sandbox_clean.mint_grants()[0]["access_token"])
     sandbox_clean.advance_clock(3601)
-    assert _error_code(expiring.get("/zones")) == 9109
+    assert error_code(expiring.get("/zones")) == 9109
 
 
 @pytest.mark.parametrize("header", ["Token abc", "Bearer", "Bearer a b", "bearer-abc"])
@@ -174,12 +154,12 @@ def test_a_malformed_authorization_header_is_400_6003(sandbox_clean, header):
 
 def test_a_missing_authorization_header_is_refused(sandbox_clean):
     response = requests.get(f"{sandbox_clean.api_url}/zones")
-    assert response.status_code == 400 and _error_code(response) == 9106
+    assert response.status_code == 400 and error_code(response) == 9106
 
 
 def test_unknown_routes_answer_in_the_envelope(sandbox_clean):
     api = _api(sandbox_clean)
-    assert _error_code(api.get("/nope")) == 7000
+    assert error_code(api.get("/nope")) == 7000
     assert api.send("DELETE", "/zones").status_code == 405
 
 
@@ -212,7 +192,7 @@ def test_dns_records_can_be_listed_created_updated_and_deleted(sandbox_clean):
     deleted = api.send("DELETE", f"/zones/{zid}/dns_records/{rid}")
     assert deleted.json()["result"] == {"id": rid}
     missing = api.get(f"/zones/{zid}/dns_records/{rid}")
-    assert missing.status_code == 404 and _error_code(missing) == 81044
+    assert missing.status_code == 404 and error_code(missing) == 81044
 
 
 def test_dns_validation_errors(sandbox_clean):
@@ -223,13 +203,13 @@ def test_dns_validation_errors(sandbox_clean):
     error = bad_ip.json()["errors"][0]
     assert error["code"] == 1004 and error["error_chain"][0]["code"] == 9005
     duplicate = api.send("POST", f"/zones/{zid}/dns_records", {"type": "TXT", "name": "@", "content": "v=spf1 -all"})
-    assert _error_code(duplicate) == 81058
+    assert error_code(duplicate) == 81058
     conflict = api.send("POST", f"/zones/{zid}/dns_records", {"type": "A", "name": "www", "content": "192.0.2.9"})
-    assert _error_code(conflict) == 81053
+    assert error_code(conflict) == 81053
     malformed = api.http.post(
         f"{api.base}/zones/{zid}/dns_records", data="{not json", headers={"Content-Type": "application/json"}
     )
-    assert malformed.status_code == 400 and _error_code(malformed) == 6007
+    assert malformed.status_code == 400 and error_code(malformed) == 6007
 
 
 def test_purge_cache_accepts_exactly_one_kind(sandbox_clean):
@@ -241,7 +221,7 @@ def test_purge_cache_accepts_exactly_one_kind(sandbox_clean):
     assert files.status_code == 200
     for body in ({}, {"purge_everything": False}, {"files": [], "tags": ["a"]}, {"hosts": "x"}):
         bad = api.send("POST", f"/zones/{zid}/purge_cache", body)
-        assert bad.status_code == 400 and _error_code(bad) == 1012
+        assert bad.status_code == 400 and error_code(bad) == 1012
     purges = [p for p in sandbox_clean.control("GET", "purges") if p["zone_id"] == zid]
     assert purges[-2]["body"] == {"purge_everything": True}
 
@@ -272,15 +252,15 @@ def test_legacy_api_tokens_verify_and_work_with_their_permissions(sandbox_clean)
     assert verify.status_code == 200
     assert verify.json()["result"] == {"id": issued["id"], "status": "active"}
     assert api.get("/zones").json()["result_info"]["total_count"] == 125
-    assert _error_code(api.get("/user")) == 10000
+    assert error_code(api.get("/user")) == 10000
 
     oauth = _api(sandbox_clean)
     refused = oauth.get("/user/tokens/verify")
-    assert refused.status_code == 401 and _error_code(refused) == 1000
+    assert refused.status_code == 401 and error_code(refused) == 1000
 
     disabled = sandbox_clean.create_api_token(user_email=BOB_EMAIL, permissions=["zone.read"], status="disabled")
     assert Api(sandbox_clean, disabled["token"]).get("/user/tokens/verify").status_code == 401
-    assert _error_code(Api(sandbox_clean, disabled["token"]).get("/zones")) == 9109
+    assert error_code(Api(sandbox_clean, disabled["token"]).get("/zones")) == 9109
 
 
 def test_the_rate_limit_is_per_cloudflare_user_with_ratelimit_headers(sandbox_clean):

@@ -8,9 +8,9 @@ from django.contrib.auth.models import Group
 from agencyportal import roles
 from clients.models import CloudflareAccount, Zone
 from connections import cloudflare
+from connections.models import OAuthApp
 from operations.gate import Actor
 from tests import factories
-from connections.models import OAuthApp
 from tests.sandbox_grants import REQUIRED, mint_grants
 
 OPTIONAL = ["dns.write", "cache.purge", "zone-settings.read"]

@@ -33,7 +33,9 @@ def run(actor, client, action_id, inputs=None, **target):
 def test_every_request_counts_against_the_users_budget(cf_sandbox, settings, staff_actor, acme, acme_grant, zone):
     settings.CLOUDFLARE_USER_BUDGET = 3
     # A create is two requests (look, then write): both are counted.
-    assert run(staff_actor, acme, "dns.record.create", {"type": "TXT", "name": "b", "content": "1"}, zone=zone).succeeded
+    assert run(
+        staff_actor, acme, "dns.record.create", {"type": "TXT", "name": "b", "content": "1"}, zone=zone
+    ).succeeded
     assert run(staff_actor, acme, "dns.records.list", zone=zone).outcome == "succeeded"
     assert api_calls(cf_sandbox) == 3
     over = run(staff_actor, acme, "dns.records.list", zone=zone)

@@ -50,7 +50,9 @@ def test_it_refuses_a_missing_scope_and_names_it_for_a_reconsent_link(cf_sandbox
     assert record.outcome == "refused" and record.result == {"code": "scope_missing", "missing_scopes": ["cache.purge"]}
     assert "Clear Cloudflare's cache" in record.reason and "re-consent link" in record.reason
     assert record.grant_id == acme_grant.pk
-    preview = action_preview(actor=staff_actor, action_id="cache.purge", client=acme, zone=zone, inputs={"mode": "everything"})
+    preview = action_preview(
+        actor=staff_actor, action_id="cache.purge", client=acme, zone=zone, inputs={"mode": "everything"}
+    )
     assert preview.outcome == "refused" and preview.missing_scopes == {"cache.purge"}
     assert api_calls(cf_sandbox) == 0
 
@@ -117,7 +119,9 @@ def test_staff_without_a_role_and_non_staff_are_refused(cf_sandbox, acme, acme_g
         ("no.such.action", {}, "no action"),
     ],
 )
-def test_bad_input_gets_a_clear_error_and_no_call(cf_sandbox, staff_actor, acme, acme_grant, zone, action_id, inputs, expected):
+def test_bad_input_gets_a_clear_error_and_no_call(
+    cf_sandbox, staff_actor, acme, acme_grant, zone, action_id, inputs, expected
+):
     record = run(staff_actor, acme, action_id, inputs, zone=zone)
     assert record.outcome == "invalid"
     assert expected in record.reason
@@ -126,7 +130,12 @@ def test_bad_input_gets_a_clear_error_and_no_call(cf_sandbox, staff_actor, acme,
 
 
 def test_it_picks_the_grant_that_holds_the_scopes(cf_sandbox, staff_actor, acme, acme_grant, zone):
-    reader = sandbox_grant(cf_sandbox, client=acme, user_email="bob@example.com", scopes=["offline_access", "account-settings.read", "zone.read"])
+    reader = sandbox_grant(
+        cf_sandbox,
+        client=acme,
+        user_email="bob@example.com",
+        scopes=["offline_access", "account-settings.read", "zone.read"],
+    )
     assert reader.pk != acme_grant.pk
     record = run(staff_actor, acme, "dns.record.create", CREATE, zone=zone)
     assert record.outcome == "succeeded" and record.grant_id == acme_grant.pk

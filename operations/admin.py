@@ -21,6 +21,7 @@ from django.utils.http import urlencode
 
 from agencyportal.roles import ClientScopedAdminMixin, staff_sees_all_clients
 from clients.models import Zone
+from connections.admin import ReadOnlyAdminMixin
 from connections.models import GRANT_SECRET_COLUMNS, Grant
 
 from .catalogue import CATALOGUE
@@ -42,7 +43,7 @@ def csv_cell(value: object) -> str:
 
 
 @admin.register(ActionRecord)
-class ActionRecordAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
+class ActionRecordAdmin(ClientScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "created_at",
         "action_id",
@@ -65,15 +66,6 @@ class ActionRecordAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="What was done")
     def summary(self, obj: ActionRecord) -> str:
         return obj.client_sentence if obj.succeeded else obj.reason[:160]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # append-only
 
     @admin.action(description="Export selected actions as CSV", permissions=["view"])
     def export_csv(self, request: HttpRequest, queryset) -> HttpResponse:
@@ -365,17 +357,8 @@ class PurgeForm(forms.Form):
 
 
 @admin.register(ActionReadCount)
-class ActionReadCountAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
+class ActionReadCountAdmin(ClientScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("day", "action_id", "client", "actor", "actor_via", "count")
     list_filter = ("action_id", "actor_via", "day")
     list_select_related = ("client", "actor")
     raw_id_fields = ("client", "grant", "actor")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

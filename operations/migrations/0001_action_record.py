@@ -6,11 +6,25 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+def grant_view_to_roles(apps, schema_editor):
+    """Every staff role may read the action record (the queryset is scoped per account manager)."""
+    from django.apps import apps as global_apps
+    from django.contrib.auth.management import create_permissions
+
+    create_permissions(global_apps.get_app_config("operations"), verbosity=0, apps=apps)
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    views = list(Permission.objects.filter(content_type__app_label="operations", codename__startswith="view_"))
+    for group in Group.objects.filter(name__in=["Agency admin", "Account manager", "Support (read-only)"]):
+        group.permissions.add(*views)
+
+
 class Migration(migrations.Migration):
 
     initial = True
 
     dependencies = [
+        ("agencyportal", "0001_staff_roles"),
         ('clients', '0001_initial'),
         ('connections', '0003_reconsent_requested_kind'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
@@ -66,4 +80,5 @@ class Migration(migrations.Migration):
                 'constraints': [models.CheckConstraint(condition=models.Q(('outcome__in', ['succeeded', 'refused', 'invalid', 'failed', 'unavailable', 'uncertain', 'auth_error'])), name='operations_record_outcome_valid'), models.CheckConstraint(condition=models.Q(('kind__in', ['read', 'write', 'destructive'])), name='operations_record_kind_valid')],
             },
         ),
+        migrations.RunPython(grant_view_to_roles, migrations.RunPython.noop),
     ]

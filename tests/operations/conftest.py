@@ -8,40 +8,17 @@ from django.contrib.auth.models import Group
 from agencyportal import roles
 from clients.models import CloudflareAccount, Zone
 from connections import cloudflare
-from connections.models import OAuthApp
 from operations.gate import Actor
 from tests import factories
-from tests.sandbox_grants import REQUIRED, mint_grants
+from tests.sandbox_grants import REQUIRED, mint_grants, register_app
 
 OPTIONAL = ["dns.write", "cache.purge", "zone-settings.read"]
 ALL_SCOPES = ["offline_access", *REQUIRED, *OPTIONAL]
 
 
-def register_app(sandbox, *, name: str) -> OAuthApp:
-    """An OAuth client at the sandbox allowed every scope the catalogue uses, and its portal app."""
-    redirect_uri = "http://127.0.0.1:8000/oauth/cloudflare/callback/"
-    registered = sandbox.register_client(
-        name=name,
-        redirect_uris=[redirect_uri],
-        scopes=["offline_access", *REQUIRED],
-        optional_scopes=OPTIONAL,
-        visibility="public",
-    )
-    app = OAuthApp(
-        name=name,
-        client_id=registered["client_id"],
-        redirect_uri=redirect_uri,
-        required_scopes=REQUIRED,
-        optional_scopes=OPTIONAL,
-    )
-    app.set_client_secret(registered["client_secret"])
-    app.save()
-    return app
-
-
 def sandbox_grant(sandbox, *, client, scopes=None, user_email="alice@example.com", app=None):
     """One grant minted at the sandbox, with the accounts and zones it reaches stored in the portal."""
-    app = app or register_app(sandbox, name=f"Ops test app {client.slug}")
+    app = app or register_app(sandbox, name=f"Ops test app {client.slug}", optional=tuple(OPTIONAL))
     (grant,) = mint_grants(sandbox, app=app, client=client, count=1, user_email=user_email, scopes=scopes or ALL_SCOPES)
     for item in cloudflare.list_accounts(access_token=grant.access_token):
         account, _ = CloudflareAccount.objects.get_or_create(

@@ -72,6 +72,8 @@ INSTALLED_APPS = [
     "agencyportal",
     "clients",
     "connections",
+    # Actions in client accounts: the catalogue, the gate, the SDK client, the action record.
+    "operations",
     # `manage.py seed_demo` for `make run`; holds no models.
     "demo",
 ]

@@ -20,14 +20,18 @@ OPTIONAL = ["dns.write", "cache.purge"]
 
 
 def register_app(
-    sandbox, *, name: str = "Engine test app", redirect_uri: str = "http://127.0.0.1:8000/oauth/cloudflare/callback/"
+    sandbox,
+    *,
+    name: str = "Engine test app",
+    redirect_uri: str = "http://127.0.0.1:8000/oauth/cloudflare/callback/",
+    optional: tuple[str, ...] = tuple(OPTIONAL),
 ) -> OAuthApp:
     """A fresh OAuth client at the sandbox (its own ground truth) and the matching portal app."""
     registered = sandbox.register_client(
         name=name,
         redirect_uris=[redirect_uri],
         scopes=["offline_access", *REQUIRED],
-        optional_scopes=OPTIONAL,
+        optional_scopes=list(optional),
         visibility="public",
     )
     app = OAuthApp(
@@ -35,7 +39,7 @@ def register_app(
         client_id=registered["client_id"],
         redirect_uri=redirect_uri,
         required_scopes=REQUIRED,
-        optional_scopes=OPTIONAL,
+        optional_scopes=list(optional),
     )
     app.set_client_secret(registered["client_secret"])
     app.save()

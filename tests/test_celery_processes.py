@@ -26,6 +26,8 @@ def _env(tmp_path: Path, broker: str) -> dict[str, str]:
             "TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
             "DEBUG": "True",
             "PYTHONUNBUFFERED": "1",
+            # Beat's "Sending due task" and the worker's "succeeded" lines are what this test watches.
+            "LOG_VERBOSE": "True",
         }
     )
     return env

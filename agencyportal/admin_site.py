@@ -15,6 +15,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.signals import user_login_failed
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
@@ -47,6 +48,16 @@ class StaffLoginForm(OTPAuthenticationFormMixin, AdminAuthenticationForm):
     )
     otp_challenge = forms.CharField(required=False, widget=forms.HiddenInput)
 
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        # One message for every failure (wrong password, wrong or missing code, throttled device, not
+        # staff): a right password with a wrong code must not read differently.
+        "invalid_login": (
+            "Please enter a correct username, password and authenticator code for a staff account. "
+            "All fields may be case-sensitive."
+        ),
+    }
+
     def _chosen_device(self, user):
         # Staff have one authenticator (enrolled below); use it unless the form named another of theirs.
         return super()._chosen_device(user) or TOTPDevice.objects.filter(user=user, confirmed=True).first()
@@ -55,7 +66,14 @@ class StaffLoginForm(OTPAuthenticationFormMixin, AdminAuthenticationForm):
         cleaned = super().clean()
         user = self.get_user()
         if user is not None and settings.STAFF_OTP_REQUIRED and _has_confirmed_device(user):
-            self.clean_otp(user)  # raises without a valid code; sets user.otp_device otherwise
+            try:
+                self.clean_otp(user)  # raises without a valid code; sets user.otp_device otherwise
+            except forms.ValidationError:
+                # Counted like a wrong password (django-axes listens to this signal), and told alike.
+                user_login_failed.send(
+                    sender=__name__, credentials={"username": user.get_username()}, request=self.request
+                )
+                raise self.get_invalid_login_error() from None
         return cleaned
 
 

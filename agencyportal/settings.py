@@ -251,6 +251,10 @@ CLOUDFLARE_MAX_RESPONSE_BYTES = env.int("CLOUDFLARE_MAX_RESPONSE_BYTES", default
 # Unknown at Cloudflare: whether a consent for only the missing scopes is merged into the earlier
 # consent (True) or yields a token with just those scopes (False, Hydra's behaviour; the default).
 CLOUDFLARE_INCREMENTAL_CONSENT = env.bool("CLOUDFLARE_INCREMENTAL_CONSENT", default=False)
+# Consent starts ("Continue to Cloudflare") per contact and per client within a window of seconds.
+CONSENT_START_WINDOW = env.int("CONSENT_START_WINDOW", default=600)
+CONSENT_START_LIMIT_PER_CONTACT = env.int("CONSENT_START_LIMIT_PER_CONTACT", default=10)
+CONSENT_START_LIMIT_PER_CLIENT = env.int("CONSENT_START_LIMIT_PER_CLIENT", default=30)
 # HTTP status Cloudflare uses for a dead refresh token is unknown (400 or 401): both are handled.
 
 # --- Grant lifecycle (the background engine) --------------------------------------------------

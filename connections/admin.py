@@ -86,6 +86,7 @@ class OAuthAppForm(forms.ModelForm):
             "optional_scopes",
             "visibility",
             "publisher_domain",
+            "iss_policy",
             "is_default",
             "is_active",
         )  # never "client_secret": it is write-only through new_client_secret
@@ -132,7 +133,16 @@ class OAuthAppAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
         (None, {"fields": ("name", "client_id", "new_client_secret", "secret_masked", "token_endpoint_auth_method")}),
         (
             "Consent",
-            {"fields": ("redirect_uri", "required_scopes", "optional_scopes", "visibility", "publisher_domain")},
+            {
+                "fields": (
+                    "redirect_uri",
+                    "required_scopes",
+                    "optional_scopes",
+                    "visibility",
+                    "publisher_domain",
+                    "iss_policy",
+                )
+            },
         ),
         ("State", {"fields": ("is_default", "is_active", "created_at", "updated_at")}),
     )

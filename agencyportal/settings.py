@@ -172,6 +172,8 @@ X_FRAME_OPTIONS = "DENY"
 # Staff must confirm a TOTP code (django-otp) to reach the admin. Off by default only in development.
 STAFF_OTP_REQUIRED = env.bool("STAFF_OTP_REQUIRED", default=not DEBUG)
 OTP_TOTP_ISSUER = SITE_NAME
+# A TOTP seed is shown once, on the enrolment page, and never again (not on the device admin pages).
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 # Staff sessions are shorter than client sessions.
 STAFF_SESSION_AGE = env.int("STAFF_SESSION_AGE", default=2 * 3600)
 # Number of reverse proxies in front of the portal that append to X-Forwarded-For. 0 = trust only

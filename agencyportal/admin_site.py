@@ -15,6 +15,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.signals import user_login_failed
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
@@ -47,6 +48,16 @@ class StaffLoginForm(OTPAuthenticationFormMixin, AdminAuthenticationForm):
     )
     otp_challenge = forms.CharField(required=False, widget=forms.HiddenInput)
 
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        # One message for every failure (wrong password, wrong or missing code, throttled device, not
+        # staff): a right password with a wrong code must not read differently.
+        "invalid_login": (
+            "Please enter a correct username, password and authenticator code for a staff account. "
+            "All fields may be case-sensitive."
+        ),
+    }
+
     def _chosen_device(self, user):
         # Staff have one authenticator (enrolled below); use it unless the form named another of theirs.
         return super()._chosen_device(user) or TOTPDevice.objects.filter(user=user, confirmed=True).first()
@@ -55,7 +66,14 @@ class StaffLoginForm(OTPAuthenticationFormMixin, AdminAuthenticationForm):
         cleaned = super().clean()
         user = self.get_user()
         if user is not None and settings.STAFF_OTP_REQUIRED and _has_confirmed_device(user):
-            self.clean_otp(user)  # raises without a valid code; sets user.otp_device otherwise
+            try:
+                self.clean_otp(user)  # raises without a valid code; sets user.otp_device otherwise
+            except forms.ValidationError:
+                # Counted like a wrong password (django-axes listens to this signal), and told alike.
+                user_login_failed.send(
+                    sender=__name__, credentials={"username": user.get_username()}, request=self.request
+                )
+                raise self.get_invalid_login_error() from None
         return cleaned
 
 
@@ -78,6 +96,34 @@ STAFF_SECURITY_NAMES = {
     "AccessLog": "Sign-in history",
     "AccessFailureLog": "Failed sign-ins",
 }
+
+
+class ResetAuthenticatorForm(forms.Form):
+    """Re-authentication before a staff member replaces their own authenticator."""
+
+    password = forms.CharField(
+        label="Your password", widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
+    )
+    otp_token = forms.CharField(
+        label="A current code from your authenticator app",
+        max_length=8,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def clean(self):
+        cleaned = super().clean()
+        devices = TOTPDevice.objects.filter(user=self.user, confirmed=True)
+        code = (cleaned.get("otp_token") or "").strip()
+        # The code is checked only after the password, so a wrong password never uses up a code.
+        password_ok = self.user.check_password(cleaned.get("password") or "")
+        code_ok = password_ok and bool(code) and any(device.verify_token(code) for device in devices)
+        if not code_ok:
+            raise forms.ValidationError("That password and code do not match your account. Nothing was changed.")
+        return cleaned
 
 
 class AgencyAdminSite(admin.AdminSite):
@@ -170,6 +216,7 @@ class AgencyAdminSite(admin.AdminSite):
     def get_urls(self):
         return [
             path("otp/enroll/", self.otp_enroll, name="otp_enroll"),
+            path("otp/reset/", self.admin_view(self.otp_reset), name="otp_reset"),
             *super().get_urls(),
         ]
 
@@ -197,6 +244,22 @@ class AgencyAdminSite(admin.AdminSite):
             "secret": _base32(device.bin_key),
         }
         return render(request, "admin/otp_enroll.html", context)
+
+    def otp_reset(self, request: HttpRequest) -> HttpResponse:
+        """A staff member replaces their own authenticator: password + a current code, then enrol again.
+
+        Only one's own device: no one manages another staff member's authenticator here (a
+        superuser may remove a device in the admin; its owner then enrols at the next sign-in).
+        """
+        form = ResetAuthenticatorForm(request.POST or None, user=request.user)
+        if request.method == "POST" and form.is_valid():
+            TOTPDevice.objects.filter(user=request.user).delete()
+            # The session was verified by the device just removed: enrol a new one before anything else.
+            request.session.pop("otp_device_id", None)
+            request.user.otp_device = None
+            return HttpResponseRedirect(reverse("admin:otp_enroll"))
+        context = {**self.each_context(request), "title": "Replace your authenticator", "form": form}
+        return render(request, "admin/otp_reset.html", context)
 
 
 def _qr_svg(data: str) -> str:

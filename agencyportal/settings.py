@@ -172,6 +172,8 @@ X_FRAME_OPTIONS = "DENY"
 # Staff must confirm a TOTP code (django-otp) to reach the admin. Off by default only in development.
 STAFF_OTP_REQUIRED = env.bool("STAFF_OTP_REQUIRED", default=not DEBUG)
 OTP_TOTP_ISSUER = SITE_NAME
+# A TOTP seed is shown once, on the enrolment page, and never again (not on the device admin pages).
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 # Staff sessions are shorter than client sessions.
 STAFF_SESSION_AGE = env.int("STAFF_SESSION_AGE", default=2 * 3600)
 # Number of reverse proxies in front of the portal that append to X-Forwarded-For. 0 = trust only
@@ -251,6 +253,10 @@ CLOUDFLARE_MAX_RESPONSE_BYTES = env.int("CLOUDFLARE_MAX_RESPONSE_BYTES", default
 # Unknown at Cloudflare: whether a consent for only the missing scopes is merged into the earlier
 # consent (True) or yields a token with just those scopes (False, Hydra's behaviour; the default).
 CLOUDFLARE_INCREMENTAL_CONSENT = env.bool("CLOUDFLARE_INCREMENTAL_CONSENT", default=False)
+# Consent starts ("Continue to Cloudflare") per contact and per client within a window of seconds.
+CONSENT_START_WINDOW = env.int("CONSENT_START_WINDOW", default=600)
+CONSENT_START_LIMIT_PER_CONTACT = env.int("CONSENT_START_LIMIT_PER_CONTACT", default=10)
+CONSENT_START_LIMIT_PER_CLIENT = env.int("CONSENT_START_LIMIT_PER_CLIENT", default=30)
 # HTTP status Cloudflare uses for a dead refresh token is unknown (400 or 401): both are handled.
 
 # --- Grant lifecycle (the background engine) --------------------------------------------------

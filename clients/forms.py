@@ -21,7 +21,6 @@ class PortalLoginForm(AuthenticationForm):
         **AuthenticationForm.error_messages,
         "invalid_login": "That email and password do not match a client account. Check both and try again.",
         "locked": "Too many failed attempts. For your security, please wait 15 minutes and try again.",
-        "not_member": "This sign-in is for client contacts. Agency staff sign in to the administration site.",
     }
 
     def __init__(self, request=None, *args, **kwargs):
@@ -48,8 +47,10 @@ class PortalLoginForm(AuthenticationForm):
 
     def confirm_login_allowed(self, user):
         super().confirm_login_allowed(user)
+        # A right password of a staff account (or of a contact without an active client) reads
+        # exactly like a wrong password: the form must not confirm that a password is correct.
         if user.is_staff or not ClientMember.objects.filter(user=user, client__is_active=True).exists():
-            raise ValidationError(self.error_messages["not_member"], code="not_member")
+            raise ValidationError(self.error_messages["invalid_login"], code="invalid_login")
 
 
 class InvitePasswordForm(SetPasswordForm):

@@ -14,6 +14,7 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
+from django.db.models import Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -81,6 +82,11 @@ def member_invite(
     if role not in ClientMember.Role.values:
         raise ValidationError("Unknown role.")
     User = get_user_model()
+    # Never a contact with a staff member's address, whatever its case or the staff username: the
+    # comparison is on emails, case-folded (a staff "Admin@Agency.example" is "admin@agency.example").
+    staff = User.objects.filter(Q(is_staff=True) | Q(is_superuser=True))
+    if staff.filter(Q(email__iexact=email) | Q(username__iexact=email)).exists():
+        raise ValidationError("This email belongs to a staff account; use another address.")
     with transaction.atomic():
         user = User.objects.filter(username__iexact=email).select_for_update().first()
         created = user is None

@@ -176,6 +176,7 @@ def _pop_outcome(request: HttpRequest, *, client_id: int) -> dict | None:
 
 @require_GET
 @portal_member_required
+@private_page
 def help_page(request: HttpRequest) -> HttpResponse:
     app = oauth_app_default()
     lines = scope_lines(app.all_scopes, required=app.required_scopes) if app is not None else []

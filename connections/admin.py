@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from agencyportal.admin_base import ReadOnlyTabularInline
+from agencyportal.exports import csv_row
 from agencyportal.roles import ClientScopedAdminMixin
 
 from . import crypto
@@ -85,6 +86,7 @@ class OAuthAppForm(forms.ModelForm):
             "optional_scopes",
             "visibility",
             "publisher_domain",
+            "iss_policy",
             "is_default",
             "is_active",
         )  # never "client_secret": it is write-only through new_client_secret
@@ -131,7 +133,16 @@ class OAuthAppAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
         (None, {"fields": ("name", "client_id", "new_client_secret", "secret_masked", "token_endpoint_auth_method")}),
         (
             "Consent",
-            {"fields": ("redirect_uri", "required_scopes", "optional_scopes", "visibility", "publisher_domain")},
+            {
+                "fields": (
+                    "redirect_uri",
+                    "required_scopes",
+                    "optional_scopes",
+                    "visibility",
+                    "publisher_domain",
+                    "iss_policy",
+                )
+            },
         ),
         ("State", {"fields": ("is_default", "is_active", "created_at", "updated_at")}),
     )
@@ -609,23 +620,20 @@ class GrantEventAdmin(ClientScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdm
         rows = queryset.select_related("client", "grant", "actor").order_by("-at", "-id")
         for e in rows.iterator(chunk_size=2000):
             writer.writerow(
-                [
-                    e.at.isoformat(),
-                    e.kind,
-                    self.category_label(e),
-                    e.client.name,
-                    e.grant.cf_user_email if e.grant_id else "",
-                    e.actor_type,
-                    e.actor.get_username() if e.actor_id else "",
-                    _csv_safe(e.message),
-                ]
+                csv_row(
+                    [
+                        e.at.isoformat(),
+                        e.kind,
+                        self.category_label(e),
+                        e.client.name,
+                        e.grant.cf_user_email if e.grant_id else "",
+                        e.actor_type,
+                        e.actor.get_username() if e.actor_id else "",
+                        e.message,
+                    ]
+                )
             )
         return response
-
-
-def _csv_safe(value: str) -> str:
-    """Neutralise spreadsheet formulas (CSV injection) in free text."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 class OpenFilter(admin.SimpleListFilter):

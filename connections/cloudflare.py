@@ -196,6 +196,35 @@ def _json(response: requests.Response, body: bytes, label: str) -> Any:
 # --- OAuth ---------------------------------------------------------------------------------------
 
 
+def discovery() -> dict[str, Any]:
+    """The OAuth server's metadata (`/.well-known/openid-configuration`), cached for an hour.
+
+    Raises a TransientError when it cannot be read; callers decide what that means for them.
+    """
+    from django.core.cache import cache
+
+    # Published under the issuer (OpenID Connect Discovery; Cloudflare: https://dash.cloudflare.com).
+    issuer = settings.CLOUDFLARE_ISSUER.rstrip("/")
+    key = f"cf:discovery:{issuer}"
+    cached = cache.get(key)
+    if isinstance(cached, dict):
+        return cached
+    url = f"{issuer}/.well-known/openid-configuration"
+    response, body = _request("GET", url, label="discovery")
+    payload = _json(response, body, "discovery")
+    if response.status_code != 200 or not isinstance(payload, dict):
+        raise BadResponse(f"discovery: HTTP {response.status_code}", status=response.status_code)
+    cache.set(key, payload, 3600)
+    return payload
+
+
+def discovery_forget() -> None:
+    """Drop the cached discovery document (after the server's configuration changed)."""
+    from django.core.cache import cache
+
+    cache.delete(f"cf:discovery:{settings.CLOUDFLARE_ISSUER.rstrip('/')}")
+
+
 def authorize_url(*, client_id: str, redirect_uri: str, scopes: list[str], state: str, code_challenge: str) -> str:
     """The URL that sends a client contact to Cloudflare's consent screen.
 

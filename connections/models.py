@@ -43,6 +43,17 @@ class OAuthApp(models.Model):
     optional_scopes = models.JSONField(default=list, blank=True, help_text="Scope ids a client may decline.")
     visibility = models.CharField(max_length=16, choices=Visibility.choices, default=Visibility.PUBLIC)
     publisher_domain = models.CharField(max_length=253, blank=True)
+
+    class IssPolicy(models.TextChoices):
+        ADVERTISED = "advertised", "Required when Cloudflare's discovery says it sends iss (RFC 9207)"
+        ALWAYS = "always", "Always required"
+        NEVER = "never", "Not required (checked when present)"
+
+    # Whether Cloudflare sends `iss` on the callback is unknown: by default it is required exactly when
+    # the server's discovery document advertises `authorization_response_iss_parameter_supported`.
+    iss_policy = models.CharField(
+        "iss on the callback", max_length=16, choices=IssPolicy.choices, default=IssPolicy.ADVERTISED
+    )
     is_default = models.BooleanField(default=False, help_text="Used for new connections.")
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -110,6 +121,8 @@ class AuthorizationRequest(models.Model):
     requested_scopes = models.JSONField(default=list)
     redirect_uri = models.URLField(max_length=500)
     expected_issuer = models.CharField(max_length=500)
+    # Decided when the attempt starts (app policy + discovery), so the callback makes no extra call.
+    iss_required = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     consumed_at = models.DateTimeField(null=True, blank=True)

@@ -50,14 +50,18 @@ def _consent_page(request: HttpRequest, *, purpose: str, grant: Grant | None) ->
     scopes = consent.requested_scopes_for(app=app, purpose=purpose, grant=grant)
     form = ConfirmForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
-        start = consent.authorization_request_start(
-            app=app,
-            client=member.client,
-            user=request.user,
-            session=request.session,
-            purpose=purpose,
-            replaces_grant=grant,
-        )
+        try:
+            start = consent.authorization_request_start(
+                app=app,
+                client=member.client,
+                user=request.user,
+                session=request.session,
+                purpose=purpose,
+                replaces_grant=grant,
+            )
+        except consent.TooManyAttempts as exc:
+            messages.warning(request, exc.message)
+            return redirect("clients:home")
         # The Cloudflare URL carries the state: no Referer from here on.
         return no_referrer(_see_other(start.url))
     lines = scope_lines(scopes, required=app.required_scopes)

@@ -19,6 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import urlencode
 
+from agencyportal.exports import csv_cell
 from agencyportal.roles import ClientScopedAdminMixin, staff_sees_all_clients
 from clients.models import Zone
 from connections.admin import ReadOnlyAdminMixin
@@ -29,17 +30,6 @@ from .gate import Actor
 from .inputs import RECORD_TYPES
 from .models import ActionReadCount, ActionRecord
 from .services import action_preview, action_run
-
-
-def csv_cell(value: object) -> str:
-    """Every exported cell, neutralised against spreadsheet formulas (CSV injection).
-
-    A leading =, +, -, @, tab or carriage return makes a spreadsheet evaluate the cell; a quote
-    in front keeps it text. Applied to every cell, not only free text: zone names and Cloudflare
-    messages come from outside too.
-    """
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 @admin.register(ActionRecord)

@@ -24,6 +24,10 @@ def _test_settings(settings):
     # switch them on; elsewhere they would only get in the way of logging personas in.
     settings.AXES_ENABLED = False
     settings.STAFF_OTP_REQUIRED = False
+    # Consent-start limits have their own tests (tests/connections/test_consent_limits.py); counters live
+    # in the cache across tests, where ids repeat, so everywhere else the limits are out of reach.
+    settings.CONSENT_START_LIMIT_PER_CONTACT = 10**6
+    settings.CONSENT_START_LIMIT_PER_CLIENT = 10**6
 
 
 def _db_vendor() -> str:

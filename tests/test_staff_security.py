@@ -74,6 +74,35 @@ def test_it_requires_the_code_from_a_staff_user_who_has_a_device(client, staff, 
     assert client.get(reverse("admin:index")).status_code == 200
 
 
+def test_a_right_password_with_a_wrong_code_reads_like_a_wrong_password(client, staff, otp_on):
+    device = TOTPDevice.objects.create(user=staff, name="phone", confirmed=True)
+    wrong_code = "000000" if _code(device) != "000000" else "111111"
+    url = reverse("admin:login")
+    replies = [
+        client.post(url, {"username": "ops", "password": PASSWORD, "otp_token": wrong_code}),
+        client.post(url, {"username": "ops", "password": PASSWORD}),
+        client.post(url, {"username": "ops", "password": "wrong", "otp_token": wrong_code}),
+    ]
+    errors = [list(r.context["form"].non_field_errors()) for r in replies]
+    assert errors[0] == errors[1] == errors[2] and len(errors[0]) == 1
+    assert "token" not in errors[0][0].lower()
+    assert client.get(reverse("admin:index")).status_code == 302
+
+
+def test_a_wrong_code_counts_towards_the_lockout(client, staff, otp_on, settings):
+    settings.AXES_ENABLED = True
+    settings.AXES_FAILURE_LIMIT = 3
+    device = TOTPDevice.objects.create(user=staff, name="phone", confirmed=True)
+    wrong_code = "000000" if _code(device) != "000000" else "111111"
+    url = reverse("admin:login")
+    for _ in range(3):
+        client.post(url, {"username": "ops", "password": PASSWORD, "otp_token": wrong_code}, REMOTE_ADDR="10.8.8.8")
+    locked = client.post(
+        url, {"username": "ops", "password": PASSWORD, "otp_token": _code(device)}, REMOTE_ADDR="10.8.8.8"
+    )
+    assert locked.status_code == 429
+
+
 def test_it_does_not_let_a_client_contact_into_the_admin(client, client_owner, otp_on):
     client.force_login(client_owner)
     assert client.get(reverse("admin:index")).status_code == 302

@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.db import migrations
 
 ROLES = {
-    "Agency admin": {"clients": "all", "connections": "all", "otp_totp": "all", "axes": "all", "auth": ["view_user"]},
+    # No otp_totp permissions: staff manage only their own authenticator (0004 removes them where granted).
+    "Agency admin": {"clients": "all", "connections": "all", "axes": "all", "auth": ["view_user"]},
     "Account manager": {
         "clients": ["view_client", "change_client", "view_clientmember", "add_clientmember", "change_clientmember",
                     "view_cloudflareaccount", "view_zone"],

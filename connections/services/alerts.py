@@ -163,22 +163,34 @@ def _send_email(alert: Alert, context: dict, errors: list[str]) -> str:
     return Alert.Delivery.SENT
 
 
+def slack_escape(text: object) -> str:
+    """Text as Slack shows it literally: `&`, `<` and `>` escaped (Slack's own rule for message text).
+
+    Without it a Cloudflare account name or a callback's `error_description` such as
+    `<https://evil.example|Open the fix page>` would become a live link in the staff alert. Every
+    value from outside goes through here; only the admin link we build ourselves is markup.
+    """
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def webhook_payload(alert: Alert, context: dict) -> dict:
     """Slack-compatible JSON: `text` for every receiver, `blocks` for Slack's richer layout."""
     client = context["client"]
     grant = context["grant"]
-    title = f"{EMOJI.get(alert.kind, '')} {context['kind_label']}".strip()
-    text = f"{title}: {alert.message}"
+    title = slack_escape(f"{EMOJI.get(alert.kind, '')} {context['kind_label']}".strip())
+    message = slack_escape(alert.message)
+    text = f"{title}: {message}"
     fields = []
     if client is not None:
-        fields.append({"type": "mrkdwn", "text": f"*Client*\n{client.name}"})
+        fields.append({"type": "mrkdwn", "text": f"*Client*\n{slack_escape(client.name)}"})
     if grant is not None:
-        fields.append({"type": "mrkdwn", "text": f"*Cloudflare user*\n{grant.cf_user_email or grant.cf_user_id}"})
-        fields.append({"type": "mrkdwn", "text": f"*Grant status*\n{grant.get_status_display()}"})
+        who = slack_escape(grant.cf_user_email or grant.cf_user_id)
+        fields.append({"type": "mrkdwn", "text": f"*Cloudflare user*\n{who}"})
+        fields.append({"type": "mrkdwn", "text": f"*Grant status*\n{slack_escape(grant.get_status_display())}"})
     if context["app"] is not None:
-        fields.append({"type": "mrkdwn", "text": f"*OAuth app*\n{context['app'].name}"})
+        fields.append({"type": "mrkdwn", "text": f"*OAuth app*\n{slack_escape(context['app'].name)}"})
     blocks: list[dict] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{title}*\n{alert.message}"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{title}*\n{message}"}},
     ]
     if fields:
         blocks.append({"type": "section", "fields": fields})

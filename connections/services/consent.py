@@ -33,7 +33,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from clients.models import Client, CloudflareAccount, Zone
+from clients.models import Client, ClientMember, CloudflareAccount, Zone
 
 from .. import cloudflare
 from ..models import LIVE_STATUSES, Alert, AuthorizationRequest, Grant, GrantEvent, OAuthApp
@@ -139,6 +139,60 @@ def requested_scopes_for(*, app: OAuthApp, purpose: str, grant: Grant | None = N
     return app.all_scopes
 
 
+class TooManyAttempts(Exception):
+    """Consent starts are limited per contact and per client (a flood of attempts is refused)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _consent_start_allowed(*, client: Client, user: AbstractBaseUser) -> None:
+    """Count this start against the contact's and the client's windows; raise when over the limit.
+
+    Counters live in the shared cache (Redis in production), so every web process sees them.
+    """
+    from django.core.cache import cache
+
+    window = settings.CONSENT_START_WINDOW
+    bucket = int(timezone.now().timestamp() // window)
+    for key, limit, message in (
+        (
+            f"consent-start:user:{user.pk}:{bucket}",
+            settings.CONSENT_START_LIMIT_PER_CONTACT,
+            "You have started connecting many times in a few minutes. Please wait a few minutes, then try again.",
+        ),
+        (
+            f"consent-start:client:{client.pk}:{bucket}",
+            settings.CONSENT_START_LIMIT_PER_CLIENT,
+            "Your organisation has started connecting many times in a few minutes. Please wait a few minutes, "
+            "then try again.",
+        ),
+    ):
+        cache.add(key, 0, window * 2)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # evicted between add and incr
+            cache.set(key, 1, window * 2)
+            count = 1
+        if count > limit:
+            raise TooManyAttempts(message)
+
+
+def _iss_required(app: OAuthApp) -> bool:
+    """RFC 9207: must the callback carry `iss`? From the app's policy and the server's discovery."""
+    if app.iss_policy == OAuthApp.IssPolicy.ALWAYS:
+        return True
+    if app.iss_policy == OAuthApp.IssPolicy.NEVER:
+        return False
+    try:
+        return bool(cloudflare.discovery().get("authorization_response_iss_parameter_supported"))
+    except cloudflare.CloudflareError as exc:
+        # Unknown (discovery unreadable): checked when present, as before; said in the log.
+        logger.warning("Cloudflare discovery unavailable, iss checked only when present: %s", exc)
+        return False
+
+
 def authorization_request_start(
     *,
     app: OAuthApp,
@@ -152,7 +206,10 @@ def authorization_request_start(
 
     Only SHA-256(state) is stored; the state itself travels in the URL and comes back on the
     callback. The verifier is stored encrypted and never leaves the server except in the token call.
+    Raises TooManyAttempts (nothing created) when the contact or the client started too many.
     """
+    _consent_start_allowed(client=client, user=user)
+    iss_required = _iss_required(app)
     state = secrets.token_urlsafe(32)  # 256 bits
     verifier, challenge = pkce_pair()
     binding = session_binding(session)
@@ -171,6 +228,7 @@ def authorization_request_start(
             requested_scopes=scopes,
             redirect_uri=app.redirect_uri,
             expected_issuer=settings.CLOUDFLARE_ISSUER,
+            iss_required=iss_required,
             created_at=now,
             expires_at=now + timedelta(seconds=settings.AUTHORIZATION_REQUEST_TTL),
         )
@@ -328,7 +386,34 @@ def callback_handle(
         return CallbackResult(Result.REPLAYED, auth_request, reason="replayed")
     auth_request.consumed_at = now
 
+    # Still allowed to connect *now*: a contact removed, demoted to viewer, or whose client was
+    # switched off while at Cloudflare gets no grant (and no token call).
+    member = ClientMember.objects.filter(user_id=auth_request.user_id, client_id=auth_request.client_id).first()
+    if member is None or not member.can_manage_connections or not auth_request.client.is_active:
+        _finish(
+            auth_request,
+            outcome=AuthorizationRequest.Outcome.ERROR,
+            kind=GrantEvent.Kind.CALLBACK_REJECTED,
+            message="The contact lost the right to connect before the consent came back",
+            error_code="not_allowed",
+            detail={"reason": "not_allowed", "member": member is not None},
+        )
+        return CallbackResult(Result.REJECTED, auth_request, reason="not_allowed")
+
     iss = one("iss")
+    # A code without iss from a server that sends iss is the mix-up attack's shape (RFC 9207 §2.4):
+    # refused before any token call. An error answer without it is recorded as what it says (it
+    # yields no token either way).
+    if iss is None and auth_request.iss_required and one("error") is None:
+        _finish(
+            auth_request,
+            outcome=AuthorizationRequest.Outcome.ERROR,
+            kind=GrantEvent.Kind.CALLBACK_REJECTED,
+            message="The callback carried no issuer (iss) though Cloudflare says it sends one",
+            error_code="iss_missing",
+            detail={"reason": "iss_missing"},
+        )
+        return CallbackResult(Result.REJECTED, auth_request, reason="iss_missing")
     if iss is not None and iss != auth_request.expected_issuer:
         # Plain string comparison (RFC 9207): a trailing slash or a case change is a mismatch.
         _finish(

@@ -124,6 +124,16 @@ def test_it_refuses_invitations_that_would_mix_people_up(acme, agency_admin, oth
         member_invite(client=acme, email=email, invited_by=agency_admin)
 
 
+@pytest.mark.parametrize("typed", ["Staff.Person@Agency.example", "staff.person@agency.example"])
+def test_it_refuses_a_staff_members_email_whatever_the_case_and_username(acme, agency_admin, typed):
+    from tests import factories
+
+    factories.StaffFactory(username="sp", email="Staff.Person@Agency.EXAMPLE")
+    with pytest.raises(ValidationError, match="staff account"):
+        member_invite(client=acme, email=typed, invited_by=agency_admin)
+    assert not ClientMember.objects.filter(user__email__iexact=typed).exists()
+
+
 def _admin_request(user, data):
     request = RequestFactory().post("/admin/clients/client/", data)
     request.user = user

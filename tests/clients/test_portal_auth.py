@@ -85,11 +85,16 @@ def test_a_success_resets_the_failure_count(client, client_owner, settings):
     assert login(client, client_owner.username).status_code == 302
 
 
-def test_staff_cannot_sign_in_to_the_portal(client, db):
+def _errors(response) -> list[str]:
+    return list(response.context["form"].non_field_errors())
+
+
+def test_staff_cannot_sign_in_to_the_portal_and_their_right_password_reads_like_a_wrong_one(client, db):
     staff = factories.StaffFactory(username="staffer")
-    response = login(client, staff.username)
-    assert response.status_code == 200
-    assert "for client contacts" in response.content.decode()
+    right = login(client, staff.username)
+    wrong = login(Client(), staff.username, "not-the-password")
+    assert right.status_code == 200 and "_auth_user_id" not in client.session
+    assert _errors(right) == _errors(wrong) and "do not match a client account" in _errors(right)[0]
 
 
 def test_a_signed_in_staff_member_without_membership_gets_a_clear_403(client, agency_admin):

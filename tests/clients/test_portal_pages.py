@@ -108,6 +108,12 @@ def test_the_disconnect_page_query_count_does_not_grow_with_accounts(owner_clien
     assert counts[0] == counts[1]
 
 
+def test_the_help_page_is_private_when_signed_in(owner_client, oauth_app):
+    response = owner_client.get("/portal/help/")
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store" and response["Referrer-Policy"] == "same-origin"
+
+
 def test_the_help_page_explains_revoking_from_cloudflare(owner_client, oauth_app):
     body = owner_client.get("/portal/help/").content.decode()
     assert "Connected Applications" in body and "Access Management" in body and "Profile" in body

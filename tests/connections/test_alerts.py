@@ -204,3 +204,27 @@ def test_it_never_sends_an_unsigned_webhook(revoked_alert, webhook, settings):
     revoked_alert.refresh_from_db()
     assert revoked_alert.webhook_status == Alert.Delivery.SKIPPED
     assert "ALERT_WEBHOOK_SECRET" in revoked_alert.last_delivery_error
+
+
+def test_it_escapes_slack_markup_in_every_text_of_the_webhook(acme, webhook):
+    # A Cloudflare account name or a callback's error text must never become a live Slack link.
+    hostile = "<https://evil.example|Open the fix page> & <!channel>"
+    acme.name = f"Acme {hostile}"
+    acme.save()
+    grant = factories.GrantFactory(client=acme, cf_user_email="x@acme.example")
+    alert = factories.AlertFactory(grant=grant, kind=Alert.Kind.REVOKED, message=f"Account {hostile} revoked")
+
+    alert_deliver(alert_id=alert.pk)
+
+    payload = json.loads(webhook.received[0][1])
+    texts = [payload["text"]]
+    for block in payload["blocks"]:
+        if "text" in block:
+            texts.append(block["text"]["text"])
+        texts += [f["text"] for f in block.get("fields", [])]
+        texts += [e["text"] for e in block.get("elements", []) if "Open in admin" not in e["text"]]
+    joined = "\n".join(texts)
+    assert "<https://evil.example" not in joined and "<!channel>" not in joined
+    assert "&lt;https://evil.example|Open the fix page&gt; &amp; &lt;!channel&gt;" in joined
+    # The one link the portal writes itself stays a link.
+    assert any("|Open in admin>" in e["text"] for b in payload["blocks"] for e in b.get("elements", []))

@@ -241,13 +241,50 @@ def test_it_checks_iss_on_error_responses_too(cf_sandbox, owner_client, started)
     assert not GrantEvent.objects.filter(kind=GrantEvent.Kind.CONSENT_CANCELLED).exists()
 
 
-def test_it_accepts_a_callback_without_iss(cf_sandbox, owner_client, started):
+@pytest.fixture
+def no_iss_server(cf_sandbox):
+    """The server neither sends nor advertises iss (discovery), as a server without RFC 9207."""
+    from connections import cloudflare
+
     cf_sandbox.settings(send_iss=False)
-    url, _ = started
-    location = authorize_at_sandbox(url)
+    cloudflare.discovery_forget()
+    yield cf_sandbox
+    cf_sandbox.reset_settings()
+    cloudflare.discovery_forget()  # the next test's sandbox advertises iss again
+
+
+def test_it_accepts_a_callback_without_iss_from_a_server_that_does_not_advertise_it(
+    no_iss_server, owner_client, cf_app
+):
+    location = authorize_at_sandbox(start_consent(owner_client))
     assert "iss=" not in location
     owner_client.get(callback_path(location))
     assert Grant.objects.get().status == Grant.Status.ACTIVE
+
+
+def test_it_refuses_a_code_without_iss_from_a_server_that_advertises_it(cf_sandbox, owner_client, started):
+    url, _ = started  # discovery says iss is sent (the sandbox's default)
+    params = dict(parse_qsl(urlsplit(authorize_at_sandbox(url)).query))
+    del params["iss"]
+    owner_client.get(CALLBACK, params)
+    assert token_calls(cf_sandbox) == 0
+    request = the_request()
+    assert request.outcome == "error" and request.error_code == "iss_missing"
+    assert rejected_events(reason="iss_missing")
+    assert not Grant.objects.exists()
+
+
+@pytest.mark.parametrize("policy", ["always", "never"])
+def test_the_apps_iss_policy_overrides_discovery(no_iss_server, cf_sandbox, owner_client, cf_app, policy):
+    # Discovery says "not sent".
+    cf_app.iss_policy = policy
+    cf_app.save()
+    location = authorize_at_sandbox(start_consent(owner_client))
+    owner_client.get(callback_path(location))
+    if policy == "always":
+        assert the_request().error_code == "iss_missing" and token_calls(cf_sandbox) == 0
+    else:
+        assert Grant.objects.get().status == Grant.Status.ACTIVE
 
 
 def test_it_shows_cancelled_and_records_a_cancellation_when_the_user_denies(cf_sandbox, owner_client, started):

@@ -66,7 +66,7 @@ def run_callback(owner_client, monkeypatch, answer) -> TokenSeam:
     state = dict(parse_qsl(urlsplit(url).query))["state"]
     seam = TokenSeam(answer)
     monkeypatch.setattr(cloudflare, "_session", lambda: seam)
-    owner_client.get(CALLBACK, {"code": "a-code", "state": state})
+    owner_client.get(CALLBACK, {"code": "a-code", "state": state, "iss": settings.CLOUDFLARE_ISSUER})
     return seam
 
 

@@ -116,17 +116,17 @@ def health_history(
     return [(start + timedelta(days=i), rows.get(start + timedelta(days=i), {})) for i in range(days)]
 
 
-def refresh_success_history(*, today: date | None = None, days: int = CHART_DAYS) -> list[tuple[date, int, int]]:
-    """(day, refreshes that succeeded, refreshes that failed) per day, fleet-wide. One query."""
+def refresh_success_history(*, today: date | None = None, days: int = CHART_DAYS) -> list[tuple[date, int, int, int]]:
+    """(day, refreshes that succeeded, failed, found the grant revoked) per day, fleet-wide. One query."""
     today = today or timezone.localdate()
     start = today - timedelta(days=days - 1)
     rows = {
-        r["date"]: (r["refresh_ok"], r["refresh_failed"])
+        r["date"]: (r["refresh_ok"], r["refresh_failed"], r["refresh_ended"])
         for r in DailyFleetStats.objects.filter(date__gte=start, date__lte=today).values(
-            "date", "refresh_ok", "refresh_failed"
+            "date", "refresh_ok", "refresh_failed", "refresh_ended"
         )
     }
-    return [(start + timedelta(days=i), *rows.get(start + timedelta(days=i), (0, 0))) for i in range(days)]
+    return [(start + timedelta(days=i), *rows.get(start + timedelta(days=i), (0, 0, 0))) for i in range(days)]
 
 
 def health_today(*, grants) -> dict:
@@ -154,15 +154,26 @@ def health_chart_svg(history: list[tuple[date, dict]]) -> str:
     return _svg("Grant health per day, last 30 days", history, bars, peak)
 
 
-def refresh_chart_svg(history: list[tuple[date, int, int]]) -> str:
-    """Refresh success rate per day as bars (days without refreshes are left empty)."""
+def refresh_chart_svg(history: list[tuple]) -> str:
+    """Refresh success rate per day as bars (days without refreshes are left empty).
+
+    Refreshes that found a grant revoked are not failures: they are left out of the rate and named
+    in the tooltip."""
     bars = []
-    for i, (day, ok, failed) in enumerate(history):
+    for i, (day, ok, failed, *rest) in enumerate(history):
+        ended = rest[0] if rest else 0
         if ok + failed:
             rate = ok / (ok + failed)
             tone = "healthy" if rate >= 0.99 else "degraded" if rate >= 0.9 else "failing"
+            note = f"; {ended} found the grant revoked" if ended else ""
             bars.append(
-                (i, 0.0, rate, HEALTH_COLOURS[tone], f"{day:%d %b}: {rate:.1%} of {ok + failed} refreshes succeeded")
+                (
+                    i,
+                    0.0,
+                    rate,
+                    HEALTH_COLOURS[tone],
+                    f"{day:%d %b}: {rate:.1%} of {ok + failed} refreshes succeeded{note}",
+                )
             )
     return _svg("Refresh success rate per day, last 30 days", history, bars, "100%")
 

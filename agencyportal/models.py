@@ -19,6 +19,9 @@ class DailyFleetStats(models.Model):
     # the audit trail records only the edges of a failure streak, not every attempt.
     refresh_ok = models.PositiveIntegerField(default=0)
     refresh_failed = models.PositiveIntegerField(default=0)
+    # A refresh that found the grant revoked by the user or Cloudflare: the client's decision, not a
+    # failure of ours, so it is counted apart and does not lower the success rate.
+    refresh_ended = models.PositiveIntegerField(default=0)
     recorded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -29,13 +32,15 @@ class DailyFleetStats(models.Model):
         return f"Fleet on {self.date}"
 
     @classmethod
-    def count_refresh(cls, *, ok: bool) -> None:
-        """Add one refresh outcome to today's row (created on first use). Never raises."""
+    def count_refresh(cls, *, ok: bool, ended: bool = False) -> None:
+        """Add one refresh outcome to today's row (created on first use). Never raises.
+
+        `ended`: the refresh found the grant revoked (counted apart from failures)."""
         from django.db import IntegrityError
         from django.db.models import F
         from django.utils import timezone
 
-        field = "refresh_ok" if ok else "refresh_failed"
+        field = "refresh_ended" if ended else "refresh_ok" if ok else "refresh_failed"
         today = timezone.localdate()
         try:
             if not cls.objects.filter(date=today).update(**{field: F(field) + 1}):

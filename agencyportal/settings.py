@@ -296,6 +296,10 @@ GRANT_CLIENT_CONFIG_BACKOFF = env.int("GRANT_CLIENT_CONFIG_BACKOFF", default=300
 # The sweeps: rows claimed per transaction, transactions per sweep, and how long a claimed row
 # stays invisible to the next sweep (if its message is lost it is found again after this delay).
 GRANT_SWEEP_BATCH = env.int("GRANT_SWEEP_BATCH", default=500)
+# Seconds between beat's sweeps (agencyportal/celery.py runs them every minute); refreshes due sooner
+# than the next sweep get a follow-up sweep, at least GRANT_SWEEP_FOLLOWUP_MIN seconds apart.
+GRANT_SWEEP_INTERVAL = env.int("GRANT_SWEEP_INTERVAL", default=60)
+GRANT_SWEEP_FOLLOWUP_MIN = env.int("GRANT_SWEEP_FOLLOWUP_MIN", default=5)
 GRANT_SWEEP_MAX_BATCHES = env.int("GRANT_SWEEP_MAX_BATCHES", default=40)
 GRANT_DISPATCH_RETRY = env.int("GRANT_DISPATCH_RETRY", default=120)
 # Alert delivery: attempts (with exponential backoff) before a channel is marked failed for good.

@@ -34,9 +34,16 @@ def check_grant_task(grant_id: int) -> None:
 
 @shared_task(ignore_result=True, expires=55)
 def sweep_due_refreshes_task() -> None:
-    from .services.refresh import grants_dispatch_due_refreshes
+    from django.core.cache import cache
+
+    from .services.refresh import grants_dispatch_due_refreshes, refresh_followup_in
 
     grants_dispatch_due_refreshes()
+    # Short-lived tokens: one more sweep at the earliest due time before the next beat sweep. One
+    # pending follow-up at a time (cache.add), so beat and follow-ups never multiply each other.
+    delay = refresh_followup_in()
+    if delay is not None and cache.add("grant-refresh-followup", 1, timeout=max(1, int(delay))):
+        sweep_due_refreshes_task.apply_async(countdown=delay, expires=delay + 55)
 
 
 @shared_task(ignore_result=True, expires=55)

@@ -208,16 +208,18 @@ def grant_refresh(*, grant_id: int, force: bool = False) -> Outcome:
 
 # Outcomes that count for the dashboard's refresh success rate (others did not try a refresh).
 _COUNTED_OK = {Outcome.REFRESHED}
-_COUNTED_FAILED = {Outcome.TRANSIENT, Outcome.UNCERTAIN, Outcome.REVOKED, Outcome.LOST, Outcome.CLIENT_CONFIG}
+_COUNTED_FAILED = {Outcome.TRANSIENT, Outcome.UNCERTAIN, Outcome.LOST, Outcome.CLIENT_CONFIG}
+# A revocation is the client's (or Cloudflare's) decision, not a refresh failure: counted apart.
+_COUNTED_ENDED = {Outcome.REVOKED}
 
 
 def _log(grant_id: int, outcome: Outcome) -> Outcome:
     # One INFO line per outcome (grant id and outcome only, never a token).
     logger.info("grant refresh: grant=%s outcome=%s", grant_id, outcome.value)
-    if outcome in _COUNTED_OK or outcome in _COUNTED_FAILED:
+    if outcome in _COUNTED_OK or outcome in _COUNTED_FAILED or outcome in _COUNTED_ENDED:
         from agencyportal.models import DailyFleetStats
 
-        DailyFleetStats.count_refresh(ok=outcome in _COUNTED_OK)
+        DailyFleetStats.count_refresh(ok=outcome in _COUNTED_OK, ended=outcome in _COUNTED_ENDED)
     return outcome
 
 
@@ -461,6 +463,29 @@ def _who(grant: Grant) -> str:
 
 
 # --- The sweep ---------------------------------------------------------------------------------
+
+
+def refresh_followup_in(*, now: datetime | None = None) -> float | None:
+    """Seconds until a follow-up sweep must run, or None when the next beat sweep is soon enough.
+
+    Beat finds due work every `GRANT_SWEEP_INTERVAL` seconds; a token living less than about two
+    intervals (60-second tokens) would expire waiting for it. So each sweep looks at the earliest
+    refresh due *before* the next beat sweep and asks for one more sweep at that moment (at least
+    `GRANT_SWEEP_FOLLOWUP_MIN` seconds away, so a dense minute costs a bounded number of sweeps).
+    """
+    now = now or timezone.now()
+    interval = timedelta(seconds=settings.GRANT_SWEEP_INTERVAL)
+    earliest = (
+        Grant.objects.filter(
+            status__in=REFRESHABLE_STATUSES, next_refresh_at__gt=now, next_refresh_at__lt=now + interval
+        )
+        .order_by("next_refresh_at")
+        .values_list("next_refresh_at", flat=True)
+        .first()
+    )
+    if earliest is None:
+        return None
+    return max(float(settings.GRANT_SWEEP_FOLLOWUP_MIN), (earliest - now).total_seconds())
 
 
 def grants_dispatch_due_refreshes(

@@ -405,3 +405,16 @@ def test_it_finds_a_grant_again_when_its_message_was_lost(
         with django_capture_on_commit_callbacks(execute=True):
             assert grants_dispatch_due_refreshes(now=now + timedelta(seconds=61)) == 1
     assert delay.call_args.args == (grant.pk,)
+
+
+def test_a_revocation_is_counted_apart_from_refresh_failures(due_grant, mock_refresh):
+    from agencyportal.dashboard import refresh_chart_svg, refresh_success_history
+    from agencyportal.models import DailyFleetStats
+
+    mock_refresh.side_effect = cloudflare.InvalidGrant("invalid_grant", "token revoked", status=400)
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.REVOKED
+    DailyFleetStats.count_refresh(ok=True)
+    stats = DailyFleetStats.objects.get()
+    assert (stats.refresh_ok, stats.refresh_failed, stats.refresh_ended) == (1, 0, 1)
+    svg = refresh_chart_svg(refresh_success_history())
+    assert "100.0% of 1 refreshes succeeded; 1 found the grant revoked" in svg

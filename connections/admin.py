@@ -333,6 +333,7 @@ class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin)
                     "last_refreshed_at",
                     "next_refresh_at",
                     "refresh_generation",
+                    "refresh_summary",
                     "consecutive_failures",
                     "refresh_uncertain_since",
                     "last_checked_at",
@@ -513,6 +514,19 @@ class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin)
         if response is not None:  # the disconnect confirmation page; its form posts back here
             return response
         return HttpResponseRedirect(reverse("admin:connections_grant_change", args=[obj.pk]))
+
+    @admin.display(description="Refreshes")
+    def refresh_summary(self, obj: Grant):
+        """Totals and the last attempts, from the row itself (routine refreshes write no event)."""
+        if not obj.refresh_count and not obj.refresh_failure_count:
+            return "None yet"
+        rows = [(entry.get("at", ""), entry.get("outcome", "").replace("_", " ")) for entry in obj.refresh_history]
+        return format_html(
+            "{} succeeded, {} did not. Last attempts:<ul>{}</ul>",
+            obj.refresh_count,
+            obj.refresh_failure_count,
+            format_html_join("", "<li>{}: {}</li>", rows),
+        )
 
     @admin.display(description="Health", ordering="health")
     def health_state(self, obj: Grant) -> str:

@@ -226,6 +226,11 @@ class Grant(models.Model):
     # Set when a refresh call's outcome is unknown (timeout after sending): the next attempt decides.
     refresh_uncertain_since = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
+    # Refresh history, kept on the row so routine refreshes write no event: totals and the last
+    # REFRESH_HISTORY_LENGTH attempts ({"at", "outcome"}, newest first), shown on the grant page.
+    refresh_count = models.PositiveIntegerField(default=0)
+    refresh_failure_count = models.PositiveIntegerField(default=0)
+    refresh_history = models.JSONField(default=list, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
 
     # Health checks.

@@ -120,6 +120,7 @@ def test_it_keeps_the_stored_secret_when_the_oauth_app_form_leaves_it_empty(admi
         "optional_scopes": "[]",
         "visibility": "public",
         "publisher_domain": "agency.example",
+        "iss_policy": "advertised",
         "is_active": "on",
     }
     response = admin_client.post(url, data)

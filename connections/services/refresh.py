@@ -220,7 +220,28 @@ def _log(grant_id: int, outcome: Outcome) -> Outcome:
         from agencyportal.models import DailyFleetStats
 
         DailyFleetStats.count_refresh(ok=outcome in _COUNTED_OK, ended=outcome in _COUNTED_ENDED)
+        _history_record(grant_id, outcome)
     return outcome
+
+
+REFRESH_HISTORY_LENGTH = 10
+
+
+def _history_record(grant_id: int, outcome: Outcome) -> None:
+    """Add one attempt to the grant's own history (totals + the last few). Never raises.
+
+    A read then a write: safe because refreshes of one grant are single-flight (the lease)."""
+    try:
+        history = Grant.objects.filter(pk=grant_id).values_list("refresh_history", flat=True).first()
+        if history is None:
+            return
+        entry = {"at": timezone.now().isoformat(timespec="seconds"), "outcome": outcome.value}
+        counter = "refresh_count" if outcome in _COUNTED_OK else "refresh_failure_count"
+        Grant.objects.filter(pk=grant_id).update(
+            refresh_history=[entry, *history][:REFRESH_HISTORY_LENGTH], **{counter: F(counter) + 1}
+        )
+    except Exception:  # noqa: BLE001 - history must never break a refresh
+        logger.warning("grant refresh: history not recorded for grant=%s", grant_id, exc_info=True)
 
 
 def _release(grant: Grant, seen_gen: int, **fields) -> None:

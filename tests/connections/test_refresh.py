@@ -6,6 +6,7 @@ the real sandbox process are in test_refresh_sandbox.py and tests/faults/.
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 from unittest.mock import patch
 
@@ -418,3 +419,24 @@ def test_a_revocation_is_counted_apart_from_refresh_failures(due_grant, mock_ref
     assert (stats.refresh_ok, stats.refresh_failed, stats.refresh_ended) == (1, 0, 1)
     svg = refresh_chart_svg(refresh_success_history())
     assert "100.0% of 1 refreshes succeeded; 1 found the grant revoked" in svg
+
+
+def test_it_keeps_the_refresh_history_on_the_grant_without_writing_events(due_grant, mock_refresh, admin_client):
+    from django.urls import reverse
+
+    from connections.models import GrantEvent
+    from connections.services.refresh import REFRESH_HISTORY_LENGTH
+
+    events_before = GrantEvent.objects.count()
+    mock_refresh.side_effect = lambda **kwargs: _token(refresh=f"cfort_rotated_{secrets.token_hex(8)}")
+    for _ in range(REFRESH_HISTORY_LENGTH + 2):
+        assert grant_refresh(grant_id=due_grant.pk, force=True) == Outcome.REFRESHED
+    assert GrantEvent.objects.count() == events_before  # routine refreshes write no event
+    mock_refresh.side_effect = cloudflare.Unavailable("token: cannot connect")
+    assert grant_refresh(grant_id=due_grant.pk, force=True) == Outcome.TRANSIENT
+    due_grant.refresh_from_db()
+    assert (due_grant.refresh_count, due_grant.refresh_failure_count) == (REFRESH_HISTORY_LENGTH + 2, 1)
+    assert len(due_grant.refresh_history) == REFRESH_HISTORY_LENGTH
+    assert due_grant.refresh_history[0]["outcome"] == "transient"
+    page = admin_client.get(reverse("admin:connections_grant_change", args=[due_grant.pk])).content.decode()
+    assert f"{REFRESH_HISTORY_LENGTH + 2} succeeded, 1 did not" in page

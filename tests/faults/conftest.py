@@ -177,6 +177,7 @@ def workers(transactional_db, cf_sandbox, engine_settings, tmp_path) -> Workers:
         "CLOUDFLARE_API_BASE_URL": f"{base}/client/v4",
         "CLOUDFLARE_ISSUER": cf_sandbox.issuer,
         "LOG_LEVEL": "INFO",
+        "LOG_VERBOSE": "True",  # every task line in the worker logs the tests read
         "PYTHONUNBUFFERED": "1",
         **{name: str(value) for name, value in FAST.items()},
     }

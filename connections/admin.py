@@ -612,13 +612,25 @@ class EventCategoryFilter(admin.SimpleListFilter):
 
 @admin.register(GrantEvent)
 class GrantEventAdmin(ClientScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("at", "kind", "category_label", "client", "grant", "actor_type", "actor", "message")
+    # What support reads first comes first (when, what happened, whose, the message), so it stays in
+    # view at 1400 px beside the filters; the grant as its Cloudflare user, who acted
+    # in one column (the full grant is one click away on the event).
+    list_display = ("at", "category_label", "client", "message", "kind", "cloudflare_user", "by")
     list_filter = (EventCategoryFilter, "kind", "actor_type")
     search_fields = ("client__name", "grant__cf_user_email", "message")
     list_select_related = ("client", "grant__client", "actor")
     date_hierarchy = "at"
     raw_id_fields = ("grant", "client", "actor", "authorization_request")
     actions = ["export_csv"]
+
+    @admin.display(description="Cloudflare user", ordering="grant__cf_user_email")
+    def cloudflare_user(self, obj: GrantEvent) -> str:
+        return (obj.grant.cf_user_email or obj.grant.cf_user_id) if obj.grant_id else "—"
+
+    @admin.display(description="By", ordering="actor_type")
+    def by(self, obj: GrantEvent) -> str:
+        who = obj.actor.get_username() if obj.actor_id else ""
+        return f"{obj.get_actor_type_display()}{': ' + who if who else ''}"
 
     @admin.display(description="What happened")
     def category_label(self, obj: GrantEvent) -> str:
@@ -678,16 +690,17 @@ class AcknowledgedFilter(admin.SimpleListFilter):
 
 @admin.register(Alert)
 class AlertAdmin(ClientScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    # What matters first (when, what, whose, the message, open or not), delivery details after.
     list_display = (
         "created_at",
         "kind",
         "client",
-        "grant",
         "message",
         "is_open",
+        "acknowledged_at",
         "email_status",
         "webhook_status",
-        "acknowledged_at",
+        "grant",
     )
     list_filter = ("kind", OpenFilter, AcknowledgedFilter)
     search_fields = ("client__name", "grant__cf_user_email", "message")

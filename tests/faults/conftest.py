@@ -216,3 +216,46 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float
         if time.monotonic() > deadline:
             return False
         time.sleep(interval)
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a free port: the only Redis a test may stop or restart."""
+
+    def __init__(self, *, port: int, directory: Path) -> None:
+        self.port = port
+        self.directory = directory
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def ping(self) -> bool:
+        found = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True)
+        return found.stdout.strip() == "PONG"
+
+    def start(self) -> None:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.proc = subprocess.Popen(
+            [*args, "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        assert wait_until(self.ping, timeout=20, interval=0.1), "the test's own Redis did not start"
+
+    def stop(self) -> None:
+        """Stop it hard (SIGKILL, nothing saved): queued messages are lost, as in a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = PrivateRedis(port=port, directory=tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

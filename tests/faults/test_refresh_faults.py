@@ -9,7 +9,6 @@ fault heals every due grant is fresh again.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from datetime import timedelta
 
@@ -202,51 +201,41 @@ def test_it_raises_one_app_alert_and_changes_no_grant_on_invalid_client(workers,
     assert set(workers.outcomes()) == {"client_config"}
 
 
-def _redis_up() -> bool:
-    return subprocess.run(["redis-cli", "-p", "6379", "ping"], capture_output=True, text=True).stdout.strip() == "PONG"
+@pytest.fixture
+def broker_of_its_own(private_redis, workers, engine_settings, monkeypatch):
+    """This test's workers, its sweeps and the rate budget use the test's own Redis, never the shared one."""
+    from agencyportal.celery import app as celery_app
+    from connections import ratelimit
+
+    previous = celery_app.conf.broker_url
+    workers.env["CELERY_BROKER_URL"] = private_redis.url
+    engine_settings.CELERY_BROKER_URL = private_redis.url
+    # Celery reads CELERY_BROKER_URL from the environment before its own configuration.
+    monkeypatch.setenv("CELERY_BROKER_URL", private_redis.url)
+    celery_app.conf.broker_url = private_redis.url
+    celery_app._pool, celery_app.amqp._producer_pool, ratelimit._redis_client = None, None, None
+    try:
+        yield private_redis
+    finally:
+        celery_app.conf.broker_url = previous
+        celery_app._pool, celery_app.amqp._producer_pool, ratelimit._redis_client = None, None, None
 
 
-def _start_redis() -> None:
-    subprocess.run(
-        [
-            "redis-server",
-            "--daemonize",
-            "yes",
-            "--bind",
-            "127.0.0.1",
-            "-::1",
-            "--port",
-            "6379",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            "/var/lib/redis",
-            "--logfile",
-            "/var/log/redis/ci.log",
-        ],
-        check=False,
-    )
-    assert wait_until(_redis_up, timeout=20, interval=0.2), "Redis did not come back"
-
-
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server to restart Redis")
-def test_it_refreshes_every_due_grant_after_redis_restarts_under_load(workers, cf_sandbox, acme):
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server to run a Redis of its own")
+def test_it_refreshes_every_due_grant_after_redis_restarts_under_load(broker_of_its_own, workers, cf_sandbox, acme):
     app = register_app(cf_sandbox)
     _due(cf_sandbox, app, acme, 40)
     workers.start(concurrency=4)
     cf_sandbox.set_faults(latency_ms=300, latency_endpoints=["token"])
     _sweep()
-    assert wait_until(lambda: workers.outcomes().get("refreshed", 0) >= 4, timeout=20, interval=0.1)
-    try:
-        # Queued messages die with Redis (nosave): only the database knows what is still due.
-        subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], capture_output=True, check=False)
-        wait_until(lambda: not _redis_up(), timeout=10, interval=0.1)
-        time.sleep(2)
-    finally:
-        if not _redis_up():
-            _start_redis()
+    assert wait_until(lambda: workers.outcomes().get("refreshed", 0) >= 4, timeout=20, interval=0.1), (
+        workers.log_text()[-2000:]
+    )
+    # Queued messages die with the broker (killed, nothing saved): only the database knows what is due.
+    # The Redis stopped is the test's own (broker_of_its_own), never the machine's shared one.
+    broker_of_its_own.stop()
+    time.sleep(2)
+    broker_of_its_own.start()
     cf_sandbox.clear_faults()
 
     assert wait_until(lambda: _settled(cf_sandbox, app), timeout=120, interval=1, tick=_sweep), (

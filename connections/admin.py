@@ -13,9 +13,11 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
@@ -484,8 +486,6 @@ class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin)
         ]
 
     def get_urls(self):
-        from django.urls import path
-
         return [
             path(
                 "<path:object_id>/do/<str:name>/",
@@ -497,10 +497,6 @@ class GrantAdmin(ClientScopedAdminMixin, NoSecretLookupsMixin, admin.ModelAdmin)
 
     def grant_page_action(self, request: HttpRequest, object_id: str, name: str) -> HttpResponse:
         """POST only: run one of PAGE_ACTIONS on this grant, then back to its page."""
-        from django.core.exceptions import PermissionDenied
-        from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
-        from django.urls import reverse
-
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         actions = {n: action for n, _, action in self.PAGE_ACTIONS}

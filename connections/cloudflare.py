@@ -203,13 +203,12 @@ def discovery() -> dict[str, Any]:
     """
     from django.core.cache import cache
 
-    # Published under the issuer (OpenID Connect Discovery; Cloudflare: https://dash.cloudflare.com).
-    issuer = settings.CLOUDFLARE_ISSUER.rstrip("/")
-    key = f"cf:discovery:{issuer}"
+    key = _discovery_key()
     cached = cache.get(key)
     if isinstance(cached, dict):
         return cached
-    url = f"{issuer}/.well-known/openid-configuration"
+    # Published under the issuer (OpenID Connect Discovery; Cloudflare: https://dash.cloudflare.com).
+    url = f"{settings.CLOUDFLARE_ISSUER.rstrip('/')}/.well-known/openid-configuration"
     response, body = _request("GET", url, label="discovery")
     payload = _json(response, body, "discovery")
     if response.status_code != 200 or not isinstance(payload, dict):
@@ -222,7 +221,11 @@ def discovery_forget() -> None:
     """Drop the cached discovery document (after the server's configuration changed)."""
     from django.core.cache import cache
 
-    cache.delete(f"cf:discovery:{settings.CLOUDFLARE_ISSUER.rstrip('/')}")
+    cache.delete(_discovery_key())
+
+
+def _discovery_key() -> str:
+    return f"cf:discovery:{settings.CLOUDFLARE_ISSUER.rstrip('/')}"
 
 
 def authorize_url(*, client_id: str, redirect_uri: str, scopes: list[str], state: str, code_challenge: str) -> str:

@@ -19,7 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import urlencode
 
-from agencyportal.exports import csv_cell
+from agencyportal.exports import csv_row
 from agencyportal.roles import ClientScopedAdminMixin, staff_sees_all_clients
 from clients.models import Zone
 from connections.admin import ReadOnlyAdminMixin
@@ -80,7 +80,7 @@ class ActionRecordAdmin(ClientScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelA
             "duration ms",
             "change item",
         ]
-        writer.writerow([csv_cell(h) for h in header])
+        writer.writerow(csv_row(header))
         for r in queryset.select_related("client", "actor").order_by("-created_at", "-id").iterator(chunk_size=2000):
             row = [
                 r.created_at.isoformat(),
@@ -100,7 +100,7 @@ class ActionRecordAdmin(ClientScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelA
                 r.duration_ms,
                 r.change_item_id or "",
             ]
-            writer.writerow([csv_cell(v) for v in row])
+            writer.writerow(csv_row(row))
         return response
 
     # --- Staff pages -------------------------------------------------------------------------

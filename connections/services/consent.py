@@ -301,6 +301,19 @@ def _finish(
         )
 
 
+def _reject_consumed(auth_request: AuthorizationRequest, *, reason: str, message: str, **detail: Any) -> CallbackResult:
+    """Close a consumed attempt as rejected (no token call), recording `reason` as its error code."""
+    _finish(
+        auth_request,
+        outcome=AuthorizationRequest.Outcome.ERROR,
+        kind=GrantEvent.Kind.CALLBACK_REJECTED,
+        message=message,
+        error_code=reason,
+        detail={"reason": reason, **detail},
+    )
+    return CallbackResult(Result.REJECTED, auth_request, reason=reason)
+
+
 def _reject_unconsumed(auth_request: AuthorizationRequest, *, reason: str, message: str) -> None:
     """Record a rejection against an attempt without touching the attempt itself."""
     event_record(
@@ -390,41 +403,31 @@ def callback_handle(
     # switched off while at Cloudflare gets no grant (and no token call).
     member = ClientMember.objects.filter(user_id=auth_request.user_id, client_id=auth_request.client_id).first()
     if member is None or not member.can_manage_connections or not auth_request.client.is_active:
-        _finish(
+        return _reject_consumed(
             auth_request,
-            outcome=AuthorizationRequest.Outcome.ERROR,
-            kind=GrantEvent.Kind.CALLBACK_REJECTED,
+            reason="not_allowed",
             message="The contact lost the right to connect before the consent came back",
-            error_code="not_allowed",
-            detail={"reason": "not_allowed", "member": member is not None},
+            member=member is not None,
         )
-        return CallbackResult(Result.REJECTED, auth_request, reason="not_allowed")
 
     iss = one("iss")
     # A code without iss from a server that sends iss is the mix-up attack's shape (RFC 9207 §2.4):
     # refused before any token call. An error answer without it is recorded as what it says (it
     # yields no token either way).
     if iss is None and auth_request.iss_required and one("error") is None:
-        _finish(
+        return _reject_consumed(
             auth_request,
-            outcome=AuthorizationRequest.Outcome.ERROR,
-            kind=GrantEvent.Kind.CALLBACK_REJECTED,
+            reason="iss_missing",
             message="The callback carried no issuer (iss) though Cloudflare says it sends one",
-            error_code="iss_missing",
-            detail={"reason": "iss_missing"},
         )
-        return CallbackResult(Result.REJECTED, auth_request, reason="iss_missing")
     if iss is not None and iss != auth_request.expected_issuer:
         # Plain string comparison (RFC 9207): a trailing slash or a case change is a mismatch.
-        _finish(
+        return _reject_consumed(
             auth_request,
-            outcome=AuthorizationRequest.Outcome.ERROR,
-            kind=GrantEvent.Kind.CALLBACK_REJECTED,
+            reason="iss_mismatch",
             message="The callback's issuer did not match the configured Cloudflare issuer",
-            error_code="iss_mismatch",
-            detail={"reason": "iss_mismatch", "iss": iss[:200]},
+            iss=iss[:200],
         )
-        return CallbackResult(Result.REJECTED, auth_request, reason="iss_mismatch")
 
     error = one("error")
     if error is not None:
@@ -454,15 +457,9 @@ def callback_handle(
 
     code = one("code")
     if not code:
-        _finish(
-            auth_request,
-            outcome=AuthorizationRequest.Outcome.ERROR,
-            kind=GrantEvent.Kind.CALLBACK_REJECTED,
-            message="The callback carried neither a code nor an error",
-            error_code="missing_code",
-            detail={"reason": "missing_code"},
+        return _reject_consumed(
+            auth_request, reason="missing_code", message="The callback carried neither a code nor an error"
         )
-        return CallbackResult(Result.REJECTED, auth_request, reason="missing_code")
 
     return _complete(auth_request, code=code, callback_scope=one("scope"))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agencyportal.settings")
@@ -17,6 +17,20 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agencyportal.settings")
 app = Celery("agencyportal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def _close_old_connections(**kwargs) -> None:
+    """Around every task, what Django does around every request: close a connection that is broken
+    (an error occurred and it no longer answers) or older than CONN_MAX_AGE; keep a healthy one.
+    Celery's own closing is off (CELERY_DB_REUSE_MAX), so tasks do not each pay a new connection."""
+    task = kwargs.get("task")
+    if task is not None and getattr(task.request, "is_eager", False):
+        return  # eager tasks run inside the caller's transaction
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 # The periodic schedule, defined once. Each entry only claims due rows; see connections/tasks.py.
 app.conf.beat_schedule = {

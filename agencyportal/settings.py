@@ -123,7 +123,11 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+# Persistent connections (web and workers), checked before reuse: a new PostgreSQL connection per
+# request or per task costs a backend start each time. Workers close them like Django's request
+# cycle does (agencyportal/celery.py), so a connection broken by an outage is never reused.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, worker, beat) share the file in development: wait for locks
     # instead of failing, and take the write lock at the start of a transaction.
@@ -353,6 +357,10 @@ CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Celery's Django fixup closes the database connection before and after every task unless this is
+# set; agencyportal/celery.py closes them as Django's request cycle does instead (unusable or older
+# than CONN_MAX_AGE), so a worker keeps one healthy connection across tasks.
+CELERY_DB_REUSE_MAX = 10**9
 # One queue by default; a separate name isolates a test run's workers from any other worker.
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 # Beat's schedule state file lives with the other runtime files.

@@ -147,7 +147,9 @@ def _single_preview(action_id: str):
 
 
 def _single_run(action_id: str):
-    def run(*, actor: Actor, zone: Zone, inputs: dict[str, Any], key: str, item_id: int) -> ItemOutcome:
+    def run(
+        *, actor: Actor, zone: Zone, inputs: dict[str, Any], key: str, item_id: int, first_attempt: bool = False
+    ) -> ItemOutcome:
         record = action_run(
             actor=actor,
             action_id=action_id,
@@ -156,6 +158,7 @@ def _single_run(action_id: str):
             inputs=inputs,
             idempotency_key=key,
             change_item_id=item_id,
+            first_attempt=first_attempt,
         )
         detail = {"record_id": record.result.get("record_id")} if record.result.get("record_id") else {}
         if record.pk:
@@ -209,7 +212,9 @@ def _set_content_preview(*, actor: Actor, zone: Zone, inputs: dict[str, Any]) ->
     )
 
 
-def _set_content_run(*, actor: Actor, zone: Zone, inputs: dict[str, Any], key: str, item_id: int) -> ItemOutcome:
+def _set_content_run(
+    *, actor: Actor, zone: Zone, inputs: dict[str, Any], key: str, item_id: int, first_attempt: bool = False
+) -> ItemOutcome:
     records, stop = _matching(actor=actor, zone=zone, inputs=inputs)
     if stop is not None:
         return ItemOutcome("blocked", stop.reason, grant_id=stop.grant_id) if stop.status == "refused" else stop
@@ -225,6 +230,7 @@ def _set_content_run(*, actor: Actor, zone: Zone, inputs: dict[str, Any], key: s
             inputs={"record_id": record["id"], "content": inputs["content"]},
             idempotency_key=f"{key}-{record['id']}",
             change_item_id=item_id,
+            first_attempt=first_attempt,
         )
         grant_id = done.grant_id
         outcome = outcome_of_record(done, done_detail={})

@@ -221,6 +221,8 @@ def change_item_run(*, item_id: int) -> str | None:
         inputs=change.inputs,
         key=f"change-{change.pk}-item-{item.pk}",
         item_id=item.pk,
+        # The key includes the item: on its first claim no earlier record with it can exist.
+        first_attempt=item.attempts == 1,
     )
     now = timezone.now()
     if outcome.status == "queued":

@@ -114,6 +114,7 @@ def action_run(
     inputs: dict[str, Any],
     idempotency_key: str = "",
     change_item_id: int | None = None,
+    first_attempt: bool = False,
 ) -> ActionRecord:
     """Validate inputs, pass the gate, run the executor through the SDK client, record the outcome.
 
@@ -122,6 +123,7 @@ def action_run(
     1. Unknown action or invalid input: recorded as `invalid`; zero calls.
     2. Gate refusal: recorded as `refused` with the reasons; zero calls.
     3. With an `idempotency_key` already recorded as succeeded: that record is returned; zero calls.
+       (`first_attempt=True` says no earlier run can exist, and skips that lookup.)
     4. The executor runs outside any transaction (no database lock is held across HTTP).
     5. The outcome is recorded. A successful read is counted, not stored: the returned record is
        then unsaved (`pk is None`) and carries the read's data in `record.data`.
@@ -180,7 +182,7 @@ def action_run(
     record.account = permit.account
 
     # 3. A retry of something already done.
-    if idempotency_key:
+    if idempotency_key and not first_attempt:
         done = ActionRecord.objects.filter(idempotency_key=idempotency_key, outcome=Outcome.SUCCEEDED).first()
         if done is not None:
             return done

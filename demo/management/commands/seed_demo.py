@@ -196,7 +196,7 @@ class Command(BaseCommand):
         else:
             self.stderr.write("The sandbox did not answer; Bigshop Ltd stays unconnected.")
             return
-        scopes = ["offline_access", *app.required_scopes, "dns.write"]
+        scopes = ["offline_access", *app.required_scopes, "dns.write", "cache.purge"]
         response = requests.post(
             f"{base}/__sandbox__/grants",
             json={"client_id": app.client_id, "user_email": "bob@example.com", "scopes": scopes, "accounts": "all"},

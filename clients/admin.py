@@ -211,7 +211,12 @@ class CloudflareAccountAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
 class ZoneAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
     client_path = "account__client"
     list_display = ("name", "status", "plan_name", "account", "account__client", "last_seen_at", "removed_at")
-    list_filter = ("status", ("removed_at", admin.EmptyFieldListFilter), "account__client")
+    # Only the clients whose zones this staff member sees (an account manager: their own).
+    list_filter = (
+        "status",
+        ("removed_at", admin.EmptyFieldListFilter),
+        ("account__client", admin.RelatedOnlyFieldListFilter),
+    )
     search_fields = ("name", "cf_zone_id", "account__name", "account__client__name")
     list_select_related = ("account__client",)
     readonly_fields = ("cf_zone_id", "first_seen_at", "last_seen_at", "removed_at")

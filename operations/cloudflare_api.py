@@ -61,6 +61,7 @@ __all__ = [
     "Unavailable",
     "UncertainOutcome",
     "api_for_grant",
+    "api_for_token",
     "classify",
 ]
 
@@ -114,6 +115,27 @@ def api_for_grant(*, grant: Grant) -> sdk.Cloudflare:
     )
     # Whose budget a 429 blocks, for `classify()` in the executors.
     api._agency_user_key = grant.cf_user_id
+    return api
+
+
+def api_for_token(*, token: str, user_key: str) -> sdk.Cloudflare:
+    """An SDK client acting with a client's API token (before cutover), like `api_for_grant`:
+    the same timeouts, no retries, redirects refused, and its own request budget (`user_key`)."""
+    http_client = httpx.Client(
+        timeout=_timeout(),
+        follow_redirects=False,
+        verify=True,
+        headers={"User-Agent": "agency-portal/1.0"},
+        event_hooks={"request": [_budget_hook(user_key)]},
+    )
+    api = sdk.Cloudflare(
+        api_token=token,
+        base_url=settings.CLOUDFLARE_API_BASE_URL,
+        max_retries=0,
+        timeout=_timeout(),
+        http_client=http_client,
+    )
+    api._agency_user_key = user_key
     return api
 
 

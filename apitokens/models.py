@@ -131,8 +131,6 @@ class ApiToken(models.Model):
             ),
             # The same token twice would be two rows for one secret: imported once, per client.
             models.UniqueConstraint(fields=["token_fp"], condition=~Q(token_fp=""), name="apitokens_one_row_per_token"),
-            # An erased token keeps no secret.
-            models.CheckConstraint(condition=~Q(status="erased") | Q(token=""), name="apitokens_erased_has_no_secret"),
         ]
         indexes = [
             # The verification sweep: tokens still held, due now.

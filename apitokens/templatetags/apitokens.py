@@ -59,3 +59,16 @@ def migration_tiles():
 def app_verification(app: OAuthApp):
     last = app.verification_runs.exclude(outcome=VerificationRun.Outcome.RUNNING).order_by("-started_at").first()
     return {"app": app, "last": last, "verified": last is not None and last.outcome == VerificationRun.Outcome.PASSED}
+
+
+@register.inclusion_tag("apitokens/_portal_notice.html")
+def portal_migration_notice(client):
+    """On the portal home: the client's migrations in progress (one query)."""
+    from ..models import ApiToken
+
+    tokens = list(
+        ApiToken.objects.filter(client_id=client.pk, purpose=ApiToken.Purpose.CUSTOMER)
+        .exclude(state__in=[ApiToken.State.TOKEN_ONLY, ApiToken.State.REMOVED])
+        .only("code", "name", "state")
+    )
+    return {"tokens": tokens}

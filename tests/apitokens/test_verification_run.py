@@ -41,7 +41,7 @@ def test_a_run_passes_with_evidence_for_every_step(cf_sandbox, acme, agency_admi
     } <= set(steps)
     assert steps["access_gone"]["ok"] and all(s["at"] for s in run.steps)
     # Reversible: the TXT record it created is gone again.
-    writes = [w["kind"] for w in cf_sandbox.writes(zone_id=zone.cf_zone_id)]
+    writes = [w["kind"] for w in cf_sandbox.writes(grant_id=grant.sandbox_grant_id)]
     assert writes.count("dns.create") == 1 and writes.count("dns.delete") == 1
     grant.refresh_from_db()
     assert grant.status in ("disconnecting", "disconnected")

@@ -477,8 +477,11 @@ def _enqueue_verify(token_id: int) -> None:
 
 
 def requested_scopes(*, token: ApiToken, app) -> list[str]:
-    """What the migration consent asks for: offline_access and the token's mapped scopes."""
-    return ["offline_access", *[s for s in token.mapped_scopes if s != "offline_access"]]
+    """What the migration consent asks for: offline_access, the scopes the agency's app requires of
+    every connection (without them the grant would need re-consent at once), and the token's mapped
+    scopes."""
+    required = list(app.required_scopes) if app is not None else []
+    return list(dict.fromkeys(["offline_access", *required, *token.mapped_scopes]))
 
 
 def migration_invite(*, token: ApiToken, sent_by, email: str = "") -> ApiToken:
@@ -494,6 +497,14 @@ def migration_invite(*, token: ApiToken, sent_by, email: str = "") -> ApiToken:
         raise MigrationError("Verify the token first: only a working token with known permissions can be migrated.")
     if token.state not in (State.TOKEN_ONLY, State.INVITED):
         raise MigrationError("This client has already connected.")
+    from connections.services.consent import oauth_app_default
+
+    app = oauth_app_default()
+    if app is None:
+        raise MigrationError("There is no active default OAuth app to connect with.")
+    outside = [s for s in token.mapped_scopes if s not in app.all_scopes]
+    if outside:
+        raise MigrationError(f"The agency's OAuth app does not request {', '.join(outside)}: add it to the app first.")
     contacts = list(
         ClientMember.objects.filter(client_id=token.client_id, role=ClientMember.Role.OWNER)
         .select_related("user")

@@ -111,3 +111,19 @@ def test_token_alerts_are_delivered_by_email_once(settings, mailoutbox):
     token_alert_deliver(alert_id=alert.pk)
     assert len(mailoutbox) == 1 and "API token expired" in mailoutbox[0].subject
     assert token.token not in mailoutbox[0].body
+
+
+def test_an_invitation_is_refused_while_the_app_does_not_request_a_mapped_scope(oauth_app, agency_admin, mailoutbox):
+    owner = factories.ClientMemberFactory()
+    (token,) = _tokens(1, client=owner.client)
+    ApiToken.objects.filter(pk=token.pk).update(mapped_scopes=["zone.read", "zone-settings.read"])
+    with pytest.raises(services.MigrationError, match="does not request zone-settings.read"):
+        services.migration_invite(token=ApiToken.objects.get(pk=token.pk), sent_by=agency_admin)
+    assert ApiToken.objects.get(pk=token.pk).state == "token_only" and not mailoutbox
+
+
+def test_the_token_alert_list_renders_without_loading_tokens(admin_client):
+    (token,) = _tokens(1)
+    services.alert_open(token=token, kind="token_invalid", message="The API token t no longer works.")
+    page = admin_client.get("/admin/apitokens/tokenalert/")
+    assert page.status_code == 200 and "no longer works" in page.content.decode()

@@ -61,9 +61,10 @@ def tokens_due_for_verify(*, now) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(next_verify_at__lte=now).exclude(status=ApiToken.Status.ERASED)
 
 
-def board_counts() -> dict[str, int]:
-    """Customer-delegated tokens per migration state (one query)."""
-    rows = ApiToken.objects.filter(purpose=ApiToken.Purpose.CUSTOMER).values("state").annotate(n=Count("id"))
+def board_counts(queryset: QuerySet[ApiToken] | None = None) -> dict[str, int]:
+    """Customer-delegated tokens per migration state (one query), within `queryset` (role-scoped)."""
+    base = ApiToken.objects.all() if queryset is None else queryset
+    rows = base.filter(purpose=ApiToken.Purpose.CUSTOMER).order_by().values("state").annotate(n=Count("id"))
     counts = dict.fromkeys(BOARD_STATES, 0)
     counts.update({r["state"]: r["n"] for r in rows})
     return counts
@@ -79,9 +80,11 @@ def tokens_and_grants_beyond_window(*, now) -> QuerySet[ApiToken]:
     )
 
 
-def dashboard_tile(*, now=None) -> dict[str, int]:
+def dashboard_tile(*, now=None, tokens: QuerySet[ApiToken] | None = None, alerts=None) -> dict[str, int]:
     now = now or timezone.now()
-    counts = ApiToken.objects.aggregate(
+    tokens = ApiToken.objects.all() if tokens is None else tokens
+    alerts = TokenAlert.objects.all() if alerts is None else alerts
+    counts = tokens.aggregate(
         on_tokens=Count("id", filter=Q(purpose="customer", state__in=BEFORE_CUTOVER)),
         cut_over=Count("id", filter=Q(purpose="customer", state="cut_over")),
         overdue=Count(
@@ -95,7 +98,7 @@ def dashboard_tile(*, now=None) -> dict[str, int]:
         ),
         internal=Count("id", filter=Q(purpose="internal") & ~Q(status="erased")),
     )
-    counts["open_alerts"] = TokenAlert.objects.filter(resolved_at__isnull=True).count()
+    counts["open_alerts"] = alerts.filter(resolved_at__isnull=True).count()
     return counts
 
 

@@ -43,3 +43,22 @@ def deliver_token_alert_task(alert_id: int) -> None:
 @shared_task(ignore_result=True)
 def sweep_token_alerts_task() -> int:
     return alerts.token_alerts_dispatch_due()
+
+
+@shared_task(ignore_result=True)
+def verification_run_task(app_id: int, zone_id: int, staff_id: int | None, name_confirmed: bool) -> None:
+    from django.contrib.auth import get_user_model
+
+    from clients.models import Zone
+    from connections.models import OAuthApp
+
+    from .verification import verification_run
+
+    zone = Zone.objects.select_related("account__client").get(pk=zone_id)
+    verification_run(
+        app=OAuthApp.objects.get(pk=app_id),
+        test_client=zone.account.client,
+        test_zone=zone,
+        staff=get_user_model().objects.filter(pk=staff_id).first(),
+        name_confirmed=name_confirmed,
+    )

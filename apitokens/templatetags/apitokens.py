@@ -27,9 +27,19 @@ def _unverified_apps() -> int:
     return OAuthApp.objects.filter(is_active=True).exclude(pk__in=passed).count()
 
 
-@register.inclusion_tag("admin/apitokens/_dashboard_tiles.html")
-def migration_tiles():
-    counts = dashboard_tile()
+@register.inclusion_tag("admin/apitokens/_dashboard_tiles.html", takes_context=True)
+def migration_tiles(context):
+    """Scoped like the rest of the dashboard: an account manager counts their own clients."""
+    from agencyportal.roles import staff_sees_all_clients
+
+    from ..models import ApiToken, TokenAlert
+
+    request = context["request"]
+    tokens, alerts = ApiToken.objects.all(), TokenAlert.objects.all()
+    if not staff_sees_all_clients(request):
+        tokens = tokens.filter(client__account_manager=request.user)
+        alerts = alerts.filter(client__account_manager=request.user)
+    counts = dashboard_tile(tokens=tokens, alerts=alerts)
     board = reverse("admin:apitokens_board")
     tiles = [
         {"label": "Clients still on API tokens", "value": counts["on_tokens"], "tone": "info", "url": board},

@@ -127,3 +127,22 @@ def test_the_token_alert_list_renders_without_loading_tokens(admin_client):
     services.alert_open(token=token, kind="token_invalid", message="The API token t no longer works.")
     page = admin_client.get("/admin/apitokens/tokenalert/")
     assert page.status_code == 200 and "no longer works" in page.content.decode()
+
+
+def test_an_account_manager_sees_and_counts_only_their_own_clients_tokens(client):
+    from django.contrib.auth.models import Group
+
+    from agencyportal import roles
+
+    manager = factories.StaffFactory(username="manager")
+    manager.groups.add(Group.objects.get(name=roles.ACCOUNT_MANAGER))
+    mine = _tokens(1, client=factories.ClientFactory(account_manager=manager))[0]
+    _tokens(3)
+    client.force_login(manager)
+    board = client.get("/admin/apitokens/apitoken/board/")
+    assert [t.pk for t in board.context["tokens"]] == [mine.pk]
+    assert {s: n for s, _, n in board.context["states"]}["token_only"] == 1
+    assert client.get(f"/admin/apitokens/apitoken/{_tokens(1)[0].pk}/change/").status_code == 302
+    dashboard = client.get("/admin/").content.decode()
+    tiles = dashboard[dashboard.index('id="migration-tiles"') :]
+    assert '<span class="fleet-value">1</span><span class="fleet-label">Clients still on API tokens' in tiles

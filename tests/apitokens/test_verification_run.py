@@ -75,3 +75,19 @@ def test_an_app_without_a_passed_run_is_marked_not_verified_on_its_page_and_the_
     VerificationRun.objects.create(app=oauth_app, outcome="passed")
     page = admin_client.get(f"/admin/connections/oauthapp/{oauth_app.pk}/change/").content.decode()
     assert "Verified: run of" in page and "Not verified" not in page
+
+
+def test_the_admin_starts_a_run_that_a_worker_carries_out(
+    cf_sandbox, acme, admin_client, settings, django_capture_on_commit_callbacks
+):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    grant, zone = _setup(cf_sandbox, acme)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            "/admin/apitokens/verificationrun/add/", {"app": grant.app.pk, "zone": zone.pk, "name_confirmed": "on"}
+        )
+    assert response.status_code == 302
+    run = VerificationRun.objects.get()
+    assert run.outcome == "passed" and run.name_confirmed_by is not None
+    report = admin_client.get(f"/admin/apitokens/verificationrun/{run.pk}/change/").content.decode()
+    assert "access_gone" in report and "write:dns.record.create" in report

@@ -115,3 +115,21 @@ def test_a_verification_is_scheduled_and_made_due_by_an_auth_error(acme):
     token_auth_error(token.pk)
     token.refresh_from_db()
     assert token.next_verify_at is not None
+
+
+def test_the_beat_sweep_verifies_tokens_that_are_due_and_only_those(cf_sandbox, acme, settings):
+    from django.utils import timezone
+
+    from apitokens.tasks import sweep_api_token_verifications_task
+
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    due = sandbox_token(cf_sandbox, acme, name="due", permissions=["Zone Read"])
+    later = sandbox_token(cf_sandbox, acme, name="later", permissions=["Zone Read"])
+    cf_sandbox.delete_api_token(due.issued["id"])
+    cf_sandbox.delete_api_token(later.issued["id"])
+    ApiToken.objects.filter(pk=due.pk).update(next_verify_at=timezone.now())
+    assert sweep_api_token_verifications_task() == 1
+    due.refresh_from_db()
+    later.refresh_from_db()
+    assert due.status == "invalid" and later.status == "active"
+    assert due.next_verify_at > timezone.now()

@@ -19,6 +19,7 @@ from django.utils.html import format_html, format_html_join
 from agencyportal.exports import csv_row
 from agencyportal.roles import ClientScopedAdminMixin, staff_sees_all_clients
 from clients.models import Zone
+from connections import crypto
 from connections.admin import ReadOnlyAdminMixin
 
 from . import keys, services
@@ -327,7 +328,11 @@ class ApiTokenAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
         form = CsvUploadForm()
         rows = None
         if request.method == "POST" and "confirm" in request.POST:
-            text = request.session.pop(SESSION_PREVIEW, None)
+            stored = request.session.pop(SESSION_PREVIEW, None)
+            try:
+                text = crypto.decrypt(stored) if stored else None
+            except crypto.TokenDecryptionError:
+                text = None
             if text is None:
                 messages.error(request, "The preview expired: upload the file again.")
                 return HttpResponseRedirect(request.path)
@@ -345,9 +350,9 @@ class ApiTokenAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
                 else:
                     text = raw.decode("utf-8-sig", "replace")
                     rows = services.csv_preview(text)
-                    # Kept for the confirmation only, in the server-side session (never a cookie):
-                    # the tokens are read again from it and the entry is removed at once.
-                    request.session[SESSION_PREVIEW] = text
+                    # Kept for the confirmation only, encrypted like the tokens themselves (the
+                    # session row is not a place for a secret in clear), and removed at once.
+                    request.session[SESSION_PREVIEW] = crypto.encrypt(text)
         context = {
             **self.admin_site.each_context(request),
             "title": "Import API tokens from CSV",

@@ -113,6 +113,7 @@ def test_the_admin_upload_previews_each_row_then_imports_the_valid_ones(admin_cl
     body = preview.content.decode()
     assert "will be imported" in body and "not shaped like a Cloudflare API token" in body
     assert good not in body and ApiToken.objects.count() == 0
+    assert good not in str(dict(admin_client.session))  # held encrypted until the confirmation
 
     done = admin_client.post("/admin/apitokens/apitoken/import/", {"confirm": "1"})
     assert done.status_code == 302

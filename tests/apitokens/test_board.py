@@ -146,3 +146,30 @@ def test_an_account_manager_sees_and_counts_only_their_own_clients_tokens(client
     dashboard = client.get("/admin/").content.decode()
     tiles = dashboard[dashboard.index('id="migration-tiles"') :]
     assert '<span class="fleet-value">1</span><span class="fleet-label">Clients still on API tokens' in tiles
+
+
+def test_a_tokens_page_and_its_portal_page_keep_their_query_count_as_events_grow(
+    admin_client, agency_admin, django_assert_num_queries
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    member = factories.ClientMemberFactory()
+    (token,) = _tokens(1, state="invited", client=member.client)
+    admin_url = f"/admin/apitokens/apitoken/{token.pk}/change/"
+    portal_url = f"/portal/migration/{token.code}/"
+    from django.test import Client as Browser
+
+    contact = Browser()
+    contact.force_login(member.user)
+    counts = {}
+    for browser, url in ((admin_client, admin_url), (contact, portal_url)):
+        browser.get(url)  # warm: the session and the content-type cache
+        with CaptureQueriesContext(connection) as one:
+            assert browser.get(url).status_code == 200
+        counts[url] = len(one.captured_queries)
+    for _ in range(15):
+        services.event_record(token=token, kind="verified", actor=agency_admin, message="seen")
+    for browser, url in ((admin_client, admin_url), (contact, portal_url)):
+        with django_assert_num_queries(counts[url]):
+            browser.get(url)

@@ -55,6 +55,9 @@ def test_the_sdk_runs_allowed_actions_through_the_grant_and_the_record_names_the
         ("service_key", "deploy-script", "grant", grant.pk)
     }
     assert ServiceKey.objects.get().last_used_at is not None
+    from tests.test_secrets_at_rest import _every_text_value
+
+    assert raw not in "\n".join(_every_text_value())
 
 
 def test_actions_outside_the_key_or_the_catalogue_are_refused_with_zero_upstream_calls(cf_sandbox, live_server, acme):

@@ -34,6 +34,11 @@ app.conf.beat_schedule = {
         "task": "connections.tasks.sweep_pending_revocations_task",
         "schedule": crontab(minute="*"),
     },
+    # Bulk changes: re-dispatch items whose message was lost or whose worker died. https://crontab.guru/#*_*_*_*_*
+    "sweep-stalled-change-items": {
+        "task": "changes.tasks.sweep_stalled_change_items_task",
+        "schedule": crontab(minute="*"),
+    },
     # Close consent attempts nobody came back from. https://crontab.guru/#*/10_*_*_*_*
     "expire-authorization-requests": {
         "task": "connections.tasks.expire_authorization_requests_task",

@@ -74,6 +74,8 @@ INSTALLED_APPS = [
     "connections",
     # Actions in client accounts: the catalogue, the gate, the SDK client, the action record.
     "operations",
+    # Bulk changes: one action over many zones, with a dry run, progress, blocked items and resume.
+    "changes",
     # The migration off API tokens, service keys + the Cloudflare-compatible proxy, app verification.
     "apitokens",
     # `manage.py seed_demo` for `make run`; holds no models.
@@ -304,6 +306,15 @@ GRANT_SWEEP_INTERVAL = env.int("GRANT_SWEEP_INTERVAL", default=60)
 GRANT_SWEEP_FOLLOWUP_MIN = env.int("GRANT_SWEEP_FOLLOWUP_MIN", default=5)
 GRANT_SWEEP_MAX_BATCHES = env.int("GRANT_SWEEP_MAX_BATCHES", default=40)
 GRANT_DISPATCH_RETRY = env.int("GRANT_DISPATCH_RETRY", default=120)
+
+# Bulk changes (changes/). An item's lease outlives the hard task time limit, so a second worker
+# never runs an item while the first still may; a killed worker's item runs again (reading before
+# writing) once the lease expires and the sweep finds it.
+CHANGE_ITEM_LEASE = env.int("CHANGE_ITEM_LEASE", default=120)
+# A queued item whose message has not been picked up after this long is dispatched again.
+CHANGE_REDISPATCH_AFTER = env.int("CHANGE_REDISPATCH_AFTER", default=60)
+# The most zones one bulk change covers.
+CHANGE_MAX_ZONES = env.int("CHANGE_MAX_ZONES", default=2000)
 # Alert delivery: attempts (with exponential backoff) before a channel is marked failed for good.
 ALERT_DELIVERY_MAX_ATTEMPTS = env.int("ALERT_DELIVERY_MAX_ATTEMPTS", default=8)
 ALERT_WEBHOOK_TIMEOUT = env.float("ALERT_WEBHOOK_TIMEOUT", default=10.0)

@@ -32,6 +32,7 @@ def _close_old_connections(**kwargs) -> None:
 
     close_old_connections()
 
+
 # The periodic schedule, defined once. Each entry only claims due rows; see connections/tasks.py.
 app.conf.beat_schedule = {
     # Claim grants whose token refresh is due, one task per grant. https://crontab.guru/#*_*_*_*_*
@@ -58,6 +59,15 @@ app.conf.beat_schedule = {
         "task": "connections.tasks.expire_authorization_requests_task",
         "schedule": crontab(minute="*/10"),
     },
+    # Re-verify stored API tokens that are due (expiry, revocation, reach). https://crontab.guru/#*/5_*_*_*_*
+    "sweep-api-token-verifications": {
+        "task": "apitokens.tasks.sweep_api_token_verifications_task",
+        "schedule": crontab(minute="*/5"),
+    },
+    # Migration reminders, removal after the rollback window, overdue alerts. https://crontab.guru/#17_*_*_*_*
+    "migration-sweep": {"task": "apitokens.tasks.migration_sweep_task", "schedule": crontab(minute=17)},
+    # Re-enqueue token alert deliveries not done yet. https://crontab.guru/#*/5_*_*_*_*
+    "sweep-token-alerts": {"task": "apitokens.tasks.sweep_token_alerts_task", "schedule": crontab(minute="*/5")},
     # Snapshot grant health for the dashboard's 30-day chart, hourly. https://crontab.guru/#7_*_*_*_*
     "record-fleet-stats": {"task": "agencyportal.tasks.record_fleet_stats_task", "schedule": crontab(minute=7)},
 }

@@ -76,6 +76,8 @@ INSTALLED_APPS = [
     "operations",
     # Bulk changes: one action over many zones, with a dry run, progress, blocked items and resume.
     "changes",
+    # The migration off API tokens, service keys + the Cloudflare-compatible proxy, app verification.
+    "apitokens",
     # `manage.py seed_demo` for `make run`; holds no models.
     "demo",
 ]
@@ -368,6 +370,18 @@ CELERY_BEAT_SCHEDULE_FILENAME = env.str("CELERY_BEAT_SCHEDULE_FILENAME", default
 
 # Console output a task prints (the development email backend) is information, not a warning.
 CELERY_WORKER_REDIRECT_STDOUTS_LEVEL = "INFO"
+
+# --- Migration off API tokens (apitokens) -----------------------------------------------------
+# Days the old token stays on standby after cutover (one-click rollback), then it is removed.
+MIGRATION_ROLLBACK_WINDOW_DAYS = env.int("MIGRATION_ROLLBACK_WINDOW_DAYS", default=14)
+# Days before the rollback window ends that staff get a reminder.
+MIGRATION_REMINDER_DAYS = env.int("MIGRATION_REMINDER_DAYS", default=2)
+# Seconds between re-verifications of every stored API token (expiry, revocation, reach).
+API_TOKEN_VERIFY_INTERVAL = env.int("API_TOKEN_VERIFY_INTERVAL", default=24 * 3600)
+# Verification runs: after disconnecting, probe the old tokens for this many seconds (the refresh
+# window) before recording "access gone", pausing this many seconds between probes.
+VERIFICATION_PROBE_WINDOW = env.int("VERIFICATION_PROBE_WINDOW", default=60)
+VERIFICATION_PROBE_INTERVAL = env.float("VERIFICATION_PROBE_INTERVAL", default=5.0)
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -12,4 +12,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("portal/", include("clients.urls")),
     path("oauth/", include("connections.urls")),
+    # The migration off API tokens (portal page) and the Cloudflare-compatible proxy for service keys.
+    path("portal/", include("apitokens.urls")),
+    path("proxy/cloudflare/client/v4/", include("apitokens.proxy_urls")),
 ]

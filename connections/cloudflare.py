@@ -249,6 +249,20 @@ def authorize_url(*, client_id: str, redirect_uri: str, scopes: list[str], state
     return f"{settings.CLOUDFLARE_AUTHORIZE_URL}?{query}"
 
 
+def consent_page(url: str) -> str | None:
+    """The consent page at an authorize URL, as an anonymous browser would get it: its HTML, or
+    None when Cloudflare asks to sign in first (a redirect), so the page cannot be read."""
+    try:
+        response, body = _request("GET", url, label="consent page", headers={"Accept": "text/html"})
+    except BadResponse as exc:
+        if exc.status and 300 <= exc.status < 400:
+            return None
+        raise
+    if response.status_code != 200:
+        return None
+    return body.decode("utf-8", "replace")
+
+
 def _client_auth(app: Any, data: dict[str, str]) -> dict[str, Any]:
     """Client authentication for token and revoke calls, by the app's registered method."""
     if app.token_endpoint_auth_method == "client_secret_post":

@@ -64,6 +64,7 @@ __all__ = [
     "Unavailable",
     "UncertainOutcome",
     "api_for_grant",
+    "api_for_token",
     "classify",
 ]
 
@@ -135,22 +136,28 @@ def api_for_grant(*, grant: Grant) -> sdk.Cloudflare:
     The token is read here, once, from the encrypted column; it travels only in the
     Authorization header and is never logged (the SDK logs method and URL only).
     """
+    return api_for_token(token=grant.access_token, user_key=grant.cf_user_id)
+
+
+def api_for_token(*, token: str, user_key: str) -> sdk.Cloudflare:
+    """An SDK client acting with a client's API token (before cutover), like `api_for_grant`:
+    the same timeouts, no retries, redirects refused, and its own request budget (`user_key`)."""
     http_client = httpx.Client(
         timeout=_timeout(),
         follow_redirects=False,
         transport=_shared_transport(),
         headers={"User-Agent": "agency-portal/1.0"},
-        event_hooks={"request": [_budget_hook(grant.cf_user_id)]},
+        event_hooks={"request": [_budget_hook(user_key)]},
     )
     api = sdk.Cloudflare(
-        api_token=grant.access_token,
+        api_token=token,
         base_url=settings.CLOUDFLARE_API_BASE_URL,
         max_retries=0,
         timeout=_timeout(),
         http_client=http_client,
     )
     # Whose budget a 429 blocks, for `classify()` in the executors.
-    api._agency_user_key = grant.cf_user_id
+    api._agency_user_key = user_key
     return api
 
 

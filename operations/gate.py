@@ -28,15 +28,19 @@ from connections import scopes as scope_words
 from connections.models import GRANT_SECRET_COLUMNS, Grant
 
 from .catalogue import Action, Target
+from .credentials import TokenCredential, token_credentials
 
 
 @dataclass(frozen=True)
 class Actor:
     """Who runs an action: a staff user now; later a service key or an agent on behalf of one."""
 
-    user: AbstractBaseUser
+    user: AbstractBaseUser | None
     via: str = "staff"  # "staff" | "bulk" | later "agent" | "service_key"
     label: str = ""  # e.g. the agent's name, for the record
+    # A service key's limits (via="service_key"): the client ids and action ids it may use.
+    key_client_ids: frozenset[int] | None = None
+    key_action_ids: frozenset[str] | None = None
 
 
 class Refused(Exception):
@@ -55,10 +59,12 @@ class Refused(Exception):
 class Permit:
     action: Action
     client: Client
-    grant: Grant
+    grant: Grant | None
     zone: Zone | None = None
     account: CloudflareAccount | None = None
     reasons: list[str] = field(default_factory=list)
+    # Before cutover the action runs with the client's API token instead of a grant.
+    token: TokenCredential | None = None
 
 
 def _roles_of(user: AbstractBaseUser) -> set[str]:
@@ -69,7 +75,17 @@ def _roles_of(user: AbstractBaseUser) -> set[str]:
     return cached
 
 
+def _check_service_key(actor: Actor, action: Action, client: Client) -> None:
+    if actor.key_client_ids is None or client.pk not in actor.key_client_ids:
+        raise Refused("role", [f"The service key {actor.label} is not allowed to act on {client.name}."])
+    if actor.key_action_ids is None or action.id not in actor.key_action_ids:
+        raise Refused("role", [f"The service key {actor.label} is not allowed to run {action.id}."])
+
+
 def _check_role(actor: Actor, action: Action, client: Client) -> None:
+    if actor.via == "service_key":
+        _check_service_key(actor, action, client)
+        return
     user = actor.user
     if not (user.is_active and user.is_staff):
         raise Refused("role", ["Only active agency staff can run actions in client accounts."])
@@ -136,6 +152,11 @@ def gate_check(
     if account is not None and account.client_id != client.pk:
         raise Refused("out_of_reach", [f"{account.name} does not belong to {client.name}."])
 
+    # 2'. Before cutover, a client still on an API token acts with it (scopes, then reach).
+    tokens = token_credentials(client)
+    if tokens:
+        return _token_permit(tokens, action=action, client=client, zone=zone, account=account)
+
     # 2. A live grant. Tokens are not loaded here: the gate never needs them.
     now = timezone.now()
     grants = [
@@ -185,3 +206,34 @@ def gate_check(
             )
         holding = reaching
     return Permit(action=action, client=client, grant=holding[0], zone=zone, account=account)
+
+
+def _token_permit(
+    tokens: list[TokenCredential],
+    *,
+    action: Action,
+    client: Client,
+    zone: Zone | None,
+    account: CloudflareAccount | None,
+) -> Permit:
+    """Steps 3 and 4 for a client still on an API token: its permissions, then its reach."""
+    holding = [t for t in tokens if action.scopes <= t.scopes]
+    if not holding:
+        closest = min(tokens, key=lambda t: len(action.scopes - t.scopes))
+        missing = frozenset(action.scopes - closest.scopes)
+        words = "; ".join(scope_words.describe(s) for s in sorted(missing))
+        raise Refused(
+            "scope_missing",
+            [f"The API token {client.name} still runs on does not have the permission this needs: {words}."],
+            missing_scopes=missing,
+        )
+    if account is not None:
+        if zone is not None:
+            reaching = [t for t in holding if zone.cf_zone_id in t.zone_ids]
+        else:
+            reaching = [t for t in holding if account.cf_account_id in t.account_ids]
+        if not reaching or account.removed_at is not None or (zone is not None and zone.removed_at is not None):
+            where = zone.name if zone is not None else account.name
+            raise Refused("out_of_reach", [f"The API token {client.name} still runs on does not reach {where}."])
+        holding = reaching
+    return Permit(action=action, client=client, grant=None, zone=zone, account=account, token=holding[0])

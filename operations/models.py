@@ -27,12 +27,22 @@ class ActionRecord(models.Model):
         UNCERTAIN = "uncertain", "No answer (may or may not have been applied)"
         AUTH_ERROR = "auth_error", "Authentication error at Cloudflare"
 
+    class Credential(models.TextChoices):
+        GRANT = "grant", "OAuth grant"
+        API_TOKEN = "api_token", "API token (before cutover)"
+
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     actor_via = models.CharField(max_length=16, default="staff")
     actor_label = models.CharField(max_length=200, blank=True)
     client = models.ForeignKey("clients.Client", on_delete=models.CASCADE, related_name="action_records")
+    # Which credential ran the action: the grant, or the client's API token before cutover. The
+    # token is named by id and label, with no foreign key: operations does not depend on the
+    # migration app, and the record outlives the token (erased after the switch).
+    credential = models.CharField(max_length=16, choices=Credential.choices, default=Credential.GRANT)
+    api_token_id = models.BigIntegerField(null=True, blank=True)
+    credential_label = models.CharField(max_length=200, blank=True)
     grant = models.ForeignKey(
         "connections.Grant", null=True, blank=True, on_delete=models.SET_NULL, related_name="action_records"
     )
@@ -69,6 +79,9 @@ class ActionRecord(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(kind__in=["read", "write", "destructive"]), name="operations_record_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(credential__in=["grant", "api_token"]), name="operations_record_credential_valid"
             ),
         ]
         indexes = [

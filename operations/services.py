@@ -16,6 +16,7 @@ from connections.models import Grant
 
 from . import cloudflare_api
 from .catalogue import Action, Target, UnknownAction, action_get
+from .credentials import token_auth_error
 from .executors import ActionResult, Change
 from .gate import Actor, Permit, Refused, gate_check
 from .inputs import ValidationError, input_errors
@@ -49,6 +50,21 @@ def _target(permit: Permit, action: Action):
 def _with_token(grant: Grant) -> Grant:
     # The gate deferred the token columns; load the access token only now, for this one call.
     return Grant.objects.only("id", "cf_user_id", "access_token").get(pk=grant.pk)
+
+
+def _api_for(permit: Permit):
+    """The SDK client for the permit's credential: the grant's access token, or before cutover the
+    client's API token (read from its encrypted column only now, for this one call)."""
+    if permit.token is not None:
+        return cloudflare_api.api_for_token(token=permit.token.load_secret(), user_key=permit.token.user_key)
+    return cloudflare_api.api_for_grant(grant=_with_token(permit.grant))
+
+
+def _credential_evidence(permit: Permit) -> None:
+    if permit.token is not None:
+        token_auth_error(permit.token.token_id)
+    else:
+        _auth_error_evidence(permit.grant)
 
 
 def _error_outcome(error: cloudflare_api.CloudflareError) -> str:
@@ -178,8 +194,13 @@ def action_run(
             result={"code": exc.code, "missing_scopes": sorted(exc.missing_scopes)},
         )
     record.grant = permit.grant
-    record.cf_user_id = permit.grant.cf_user_id
     record.account = permit.account
+    if permit.token is not None:
+        record.credential = ActionRecord.Credential.API_TOKEN
+        record.api_token_id = permit.token.token_id
+        record.credential_label = permit.token.label
+    else:
+        record.cf_user_id = permit.grant.cf_user_id
 
     # 3. A retry of something already done.
     if idempotency_key and not first_attempt:
@@ -188,15 +209,14 @@ def action_run(
             return done
 
     # 4. One executor run, outside any transaction.
-    grant = _with_token(permit.grant)
     try:
-        with cloudflare_api.api_for_grant(grant=grant) as api:
+        with _api_for(permit) as api:
             result: ActionResult = action.execute(api, _target(permit, action), validated)
     except cloudflare_api.CloudflareError as error:
         outcome = _error_outcome(error)
         codes, messages = _error_detail(error)
         if outcome == Outcome.AUTH_ERROR:
-            _auth_error_evidence(permit.grant)
+            _credential_evidence(permit)
         return finish(
             outcome,
             str(error),
@@ -211,7 +231,9 @@ def action_run(
     record.data = result.data
     record.duration_ms = int((time.monotonic() - started) * 1000)
     if action.is_read:
-        _count_read(actor=actor, permit=permit, action=action)
+        # Reads with an API token (before cutover) are not counted: the count is kept per grant.
+        if permit.grant is not None:
+            _count_read(actor=actor, permit=permit, action=action)
         return record
     record.save()
     return record
@@ -244,14 +266,13 @@ def action_preview(
         return Preview(action_id, outcome, exc.reasons, missing_scopes=exc.missing_scopes, grant=exc.grant)
     if action.preview is None:
         return Preview(action_id, "unchanged", ["A read changes nothing."], grant=permit.grant)
-    grant = _with_token(permit.grant)
     try:
-        with cloudflare_api.api_for_grant(grant=grant) as api:
+        with _api_for(permit) as api:
             change = action.preview(api, _target(permit, action), validated)
     except cloudflare_api.CloudflareError as error:
         outcome = _error_outcome(error)
         if outcome == Outcome.AUTH_ERROR:
-            _auth_error_evidence(permit.grant)
+            _credential_evidence(permit)
         return Preview(action_id, str(outcome), [str(error)], grant=permit.grant)
     return Preview(
         action_id, "ready" if change.changes else "unchanged", [change.note], change=change, grant=permit.grant

@@ -201,12 +201,15 @@ def authorization_request_start(
     session,
     purpose: str = AuthorizationRequest.Purpose.CONNECT,
     replaces_grant: Grant | None = None,
+    scopes: list[str] | None = None,
 ) -> ConsentStart:
     """Create one consent attempt and return the Cloudflare URL to send the contact to.
 
     Only SHA-256(state) is stored; the state itself travels in the URL and comes back on the
     callback. The verifier is stored encrypted and never leaves the server except in the token call.
     Raises TooManyAttempts (nothing created) when the contact or the client started too many.
+    `scopes`: an exact request (the migration off an API token asks for the token's mapped scopes);
+    by default the app's scopes for the purpose.
     """
     _consent_start_allowed(client=client, user=user)
     iss_required = _iss_required(app)
@@ -214,7 +217,7 @@ def authorization_request_start(
     verifier, challenge = pkce_pair()
     binding = session_binding(session)
     now = timezone.now()
-    scopes = requested_scopes_for(app=app, purpose=purpose, grant=replaces_grant)
+    scopes = scopes or requested_scopes_for(app=app, purpose=purpose, grant=replaces_grant)
     with transaction.atomic():
         auth_request = AuthorizationRequest.objects.create(
             state_hash=_sha256(state),

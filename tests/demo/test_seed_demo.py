@@ -52,3 +52,17 @@ def test_it_does_not_reconnect_a_grant_the_client_disconnected(cf_sandbox, setti
     _seed()
     _seed("--sandbox-grants")
     assert list(Grant.objects.filter(client__slug="bigshop").values_list("status", flat=True)) == ["disconnected"]
+
+
+@pytest.mark.sandbox
+def test_it_seeds_clients_still_on_api_tokens_once_so_the_migration_board_is_populated(cf_sandbox, settings):
+    from apitokens.models import ApiToken
+
+    settings.CLOUDFLARE_SANDBOX_URL = cf_sandbox.base_url
+    _seed()
+    _seed("--sandbox-grants")
+    _seed("--sandbox-grants")
+    tokens = {t.client.slug: t for t in ApiToken.objects.select_related("client")}
+    assert set(tokens) == {"dunder", "edgeworks", "fernwood"}
+    assert tokens["dunder"].state == "invited" and tokens["dunder"].status == "active"
+    assert tokens["edgeworks"].blockers and tokens["fernwood"].state == "token_only"

@@ -62,6 +62,7 @@ class Command(BaseCommand):
             return
         if sandbox_grants:
             self._connect_bigshop()
+            self._seed_token_clients()
             return
         password = _demo_password()
         with transaction.atomic():
@@ -233,3 +234,81 @@ class Command(BaseCommand):
 
         outcome = grant_check(grant_id=grant.pk, force=True)
         self.stdout.write(f"Connected Bigshop Ltd as bob@example.com (first check: {outcome}).")
+
+    # Clients still on pasted API tokens, so the migration board is populated (name, slug, contact,
+    # token name, permission groups, how far the migration went).
+    TOKEN_CLIENTS = [
+        (
+            "Dunder Supplies",
+            "dunder",
+            "ops@dunder.example",
+            "Dunder deploy script",
+            ["API Tokens Read", "API Tokens Write", "Zone Read", "DNS Read", "DNS Write"],
+            "invite",
+        ),
+        (
+            "Edgeworks",
+            "edgeworks",
+            "it@edgeworks.example",
+            "Edgeworks tunnels",
+            ["API Tokens Read", "Zone Read", "Cloudflare Tunnel Write"],
+            "",
+        ),
+        (
+            "Fernwood Studio",
+            "fernwood",
+            "web@fernwood.example",
+            "Fernwood cache",
+            ["API Tokens Read", "Zone Read", "Cache Purge"],
+            "",
+        ),
+    ]
+
+    def _seed_token_clients(self) -> None:
+        """Three clients on API tokens issued by the sandbox (alice's accounts), verified; Dunder
+        Supplies is invited: sign in as its contact and connect as alice to see the migration."""
+        from apitokens import services as migration
+        from apitokens.models import ApiToken
+        from cloudflare_sandbox.seed import ACME_CORP_ID, zone_id
+
+        User = get_user_model()
+        admin = User.objects.filter(username="admin").first()
+        password = _demo_password()
+        base = settings.CLOUDFLARE_SANDBOX_URL
+        for name, slug, email, token_name, groups, step in self.TOKEN_CLIENTS:
+            client, _ = Client.objects.get_or_create(slug=slug, defaults={"name": name, "account_manager": admin})
+            if ApiToken.objects.filter(client=client).exists():
+                continue  # seeded before: never redone
+            user, created = User.objects.get_or_create(username=email, defaults={"email": email})
+            if created:
+                user.set_password(password)
+                user.save()
+                ClientMember.objects.get_or_create(
+                    user=user, defaults={"client": client, "role": ClientMember.Role.OWNER, "joined_at": timezone.now()}
+                )
+            try:
+                response = requests.post(
+                    f"{base}/__sandbox__/api-tokens",
+                    json={
+                        "name": token_name,
+                        "permissions": groups,
+                        "zones": [zone_id("acme.com")],
+                        "accounts": [ACME_CORP_ID],
+                    },
+                    timeout=10,
+                )
+            except requests.RequestException:
+                response = None
+            if response is None or response.status_code != 200:
+                self.stderr.write(f"The sandbox did not issue a token; {name} is not seeded.")
+                return
+            token = migration.api_token_create(
+                client=client, name=token_name, token=response.json()["token"], purpose="customer", created_by=admin
+            )
+            token = migration.api_token_verify(token_id=token.pk)
+            if step == "invite":
+                try:
+                    migration.migration_invite(token=token, sent_by=admin)
+                except migration.MigrationError as exc:
+                    self.stderr.write(f"{name}: {exc}")
+        self.stdout.write("Seeded clients on API tokens: see Admin → Migration off API tokens → Migration board.")

@@ -11,6 +11,7 @@ import os
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agencyportal.settings")
 
@@ -42,3 +43,16 @@ app.conf.beat_schedule = {
     # Snapshot grant health for the dashboard's 30-day chart, hourly. https://crontab.guru/#7_*_*_*_*
     "record-fleet-stats": {"task": "agencyportal.tasks.record_fleet_stats_task", "schedule": crontab(minute=7)},
 }
+
+
+@worker_ready.connect
+def apply_token_spool(**_kwargs) -> None:
+    """A worker starting writes the tokens spooled during a database outage (fenced by generation)."""
+    import logging
+
+    try:
+        from connections.services.token_spool import spool_apply
+
+        spool_apply()
+    except Exception:  # noqa: BLE001 - the refresh sweep applies it too
+        logging.getLogger(__name__).warning("token spool not applied at worker start", exc_info=True)

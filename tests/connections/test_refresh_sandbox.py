@@ -92,9 +92,7 @@ def test_it_marks_a_grant_the_user_revoked_as_revoked(cf_sandbox, grant, status)
     assert Alert.objects.filter(grant=grant, kind="revoked").count() == 1
 
 
-def test_it_labels_a_grant_lost_without_a_reuse_after_the_answer_to_a_rotation_was_dropped(
-    cf_sandbox, grant, settings
-):
+def test_it_labels_a_grant_lost_without_a_reuse_after_the_answer_to_a_rotation_was_dropped(cf_sandbox, grant, settings):
     settings.GRANT_UNCERTAIN_SETTLE = 0
     cf_sandbox.set_faults(drop_after_rotate=1)
     assert grant_refresh(grant_id=grant.pk) == Outcome.UNCERTAIN

@@ -12,6 +12,7 @@ import os
 from celery import Celery
 from celery.schedules import crontab
 from celery.signals import worker_ready
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agencyportal.settings")
 
@@ -21,8 +22,12 @@ app.autodiscover_tasks()
 
 # The periodic schedule, defined once. Each entry only claims due rows; see connections/tasks.py.
 app.conf.beat_schedule = {
-    # Claim grants whose token refresh is due, one task per grant. https://crontab.guru/#*_*_*_*_*
-    "sweep-due-refreshes": {"task": "connections.tasks.sweep_due_refreshes_task", "schedule": crontab(minute="*")},
+    # Claim grants whose token refresh is due, one task per grant, every GRANT_SWEEP_INTERVAL (15) s:
+    # a grant whose holder died is found again moments after its lease ends.
+    "sweep-due-refreshes": {
+        "task": "connections.tasks.sweep_due_refreshes_task",
+        "schedule": float(settings.GRANT_SWEEP_INTERVAL),
+    },
     # Claim grants whose health check is due, one task per grant. https://crontab.guru/#*_*_*_*_*
     "sweep-due-checks": {"task": "connections.tasks.sweep_due_checks_task", "schedule": crontab(minute="*")},
     # Re-enqueue alert deliveries that are due (lost messages, retries). https://crontab.guru/#*_*_*_*_*

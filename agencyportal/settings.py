@@ -270,9 +270,9 @@ GRANT_REFRESH_MARGIN = env.int("GRANT_REFRESH_MARGIN", default=900)  # seconds b
 GRANT_REFRESH_JITTER = env.int("GRANT_REFRESH_JITTER", default=60)  # seconds, spread the load
 GRANT_CHECK_INTERVAL = env.int("GRANT_CHECK_INTERVAL", default=3600)  # seconds between health checks
 GRANT_FAILURE_THRESHOLD = env.int("GRANT_FAILURE_THRESHOLD", default=3)  # failures before "refresh failing"
-# Seconds; > rate wait + connect + token read timeout, and extended every third of it (a heartbeat)
-# while the holder works: a dead holder's grant is free again within one lease.
-GRANT_REFRESH_LEASE = env.int("GRANT_REFRESH_LEASE", default=45)
+# Seconds a refresh claim lasts; its holder extends it every third of it (a heartbeat) while it works,
+# so a call may take longer, and a dead holder's grant is free again within one lease.
+GRANT_REFRESH_LEASE = env.int("GRANT_REFRESH_LEASE", default=30)
 AUTHORIZATION_REQUEST_TTL = env.int("AUTHORIZATION_REQUEST_TTL", default=600)  # seconds
 # Revocation at Cloudflare after a disconnect: retried with exponential backoff from BASE to MAX s.
 GRANT_REVOKE_BACKOFF_BASE = env.int("GRANT_REVOKE_BACKOFF_BASE", default=30)
@@ -328,14 +328,15 @@ GRANT_CLIENT_CONFIG_BACKOFF = env.int("GRANT_CLIENT_CONFIG_BACKOFF", default=300
 # The sweeps: rows claimed per transaction, transactions per sweep, and how long a claimed row
 # stays invisible to the next sweep (if its message is lost it is found again after this delay).
 GRANT_SWEEP_BATCH = env.int("GRANT_SWEEP_BATCH", default=500)
-# Seconds between beat's sweeps (agencyportal/celery.py runs them every minute); refreshes due sooner
-# than the next sweep get a follow-up sweep, at least GRANT_SWEEP_FOLLOWUP_MIN seconds apart.
-GRANT_SWEEP_INTERVAL = env.int("GRANT_SWEEP_INTERVAL", default=60)
+# Seconds between beat's refresh sweeps (agencyportal/celery.py; 15 s: a grant freed by a dead
+# worker's lease is found within seconds); refreshes due sooner than the next sweep get a follow-up
+# sweep, at least GRANT_SWEEP_FOLLOWUP_MIN seconds apart.
+GRANT_SWEEP_INTERVAL = env.int("GRANT_SWEEP_INTERVAL", default=15)
 GRANT_SWEEP_FOLLOWUP_MIN = env.int("GRANT_SWEEP_FOLLOWUP_MIN", default=5)
 GRANT_SWEEP_MAX_BATCHES = env.int("GRANT_SWEEP_MAX_BATCHES", default=40)
-# Short (45 s): a message lost with a killed worker or a broker restart is re-sent within a minute;
+# Short (30 s): a message lost with a killed worker or a broker restart is re-sent within a minute;
 # a duplicate costs one claim that finds the grant taken or fresh.
-GRANT_DISPATCH_RETRY = env.int("GRANT_DISPATCH_RETRY", default=45)
+GRANT_DISPATCH_RETRY = env.int("GRANT_DISPATCH_RETRY", default=30)
 # Alert delivery: attempts (with exponential backoff) before a channel is marked failed for good.
 ALERT_DELIVERY_MAX_ATTEMPTS = env.int("ALERT_DELIVERY_MAX_ATTEMPTS", default=8)
 ALERT_WEBHOOK_TIMEOUT = env.float("ALERT_WEBHOOK_TIMEOUT", default=10.0)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery, signals
+from celery import Celery
 from celery.schedules import crontab
+from celery.signals import task_postrun, task_prerun, worker_ready
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agencyportal.settings")
 
@@ -19,8 +21,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-@signals.task_prerun.connect
-@signals.task_postrun.connect
+@task_prerun.connect
+@task_postrun.connect
 def _close_old_connections(**kwargs) -> None:
     """Around every task, what Django does around every request: close a connection that is broken
     (an error occurred and it no longer answers) or older than CONN_MAX_AGE; keep a healthy one.
@@ -35,8 +37,12 @@ def _close_old_connections(**kwargs) -> None:
 
 # The periodic schedule, defined once. Each entry only claims due rows; see connections/tasks.py.
 app.conf.beat_schedule = {
-    # Claim grants whose token refresh is due, one task per grant. https://crontab.guru/#*_*_*_*_*
-    "sweep-due-refreshes": {"task": "connections.tasks.sweep_due_refreshes_task", "schedule": crontab(minute="*")},
+    # Claim grants whose token refresh is due, one task per grant, every GRANT_SWEEP_INTERVAL (15) s:
+    # a grant whose holder died is found again moments after its lease ends.
+    "sweep-due-refreshes": {
+        "task": "connections.tasks.sweep_due_refreshes_task",
+        "schedule": float(settings.GRANT_SWEEP_INTERVAL),
+    },
     # Claim grants whose health check is due, one task per grant. https://crontab.guru/#*_*_*_*_*
     "sweep-due-checks": {"task": "connections.tasks.sweep_due_checks_task", "schedule": crontab(minute="*")},
     # Re-enqueue alert deliveries that are due (lost messages, retries). https://crontab.guru/#*_*_*_*_*
@@ -71,3 +77,16 @@ app.conf.beat_schedule = {
     # Snapshot grant health for the dashboard's 30-day chart, hourly. https://crontab.guru/#7_*_*_*_*
     "record-fleet-stats": {"task": "agencyportal.tasks.record_fleet_stats_task", "schedule": crontab(minute=7)},
 }
+
+
+@worker_ready.connect
+def apply_token_spool(**_kwargs) -> None:
+    """A worker starting writes the tokens spooled during a database outage (fenced by generation)."""
+    import logging
+
+    try:
+        from connections.services.token_spool import spool_apply
+
+        spool_apply()
+    except Exception:  # noqa: BLE001 - the refresh sweep applies it too
+        logging.getLogger(__name__).warning("token spool not applied at worker start", exc_info=True)

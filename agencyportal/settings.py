@@ -256,6 +256,12 @@ CLOUDFLARE_ISSUER = env.str("CLOUDFLARE_ISSUER", default=CLOUDFLARE_OAUTH_BASE_U
 CLOUDFLARE_API_BASE_URL = env.str("CLOUDFLARE_API_BASE_URL", default=f"{CLOUDFLARE_SANDBOX_URL}/client/v4").rstrip("/")
 CLOUDFLARE_CONNECT_TIMEOUT = env.float("CLOUDFLARE_CONNECT_TIMEOUT", default=5.0)
 CLOUDFLARE_READ_TIMEOUT = env.float("CLOUDFLARE_READ_TIMEOUT", default=15.0)
+# The token endpoint's own read timeout (seconds): a slow but working Cloudflare must not turn a
+# refresh into an unanswered one (whose refresh token may have rotated unheard).
+CLOUDFLARE_TOKEN_READ_TIMEOUT = env.float("CLOUDFLARE_TOKEN_READ_TIMEOUT", default=30.0)
+# Where the old access token of an unanswered refresh is probed; empty = "userinfo" next to the
+# token endpoint (https://dash.cloudflare.com/oauth2/userinfo).
+CLOUDFLARE_USERINFO_URL = env.str("CLOUDFLARE_USERINFO_URL", default="")
 # Largest response body the portal reads from Cloudflare (bytes); a bigger one is an error.
 CLOUDFLARE_MAX_RESPONSE_BYTES = env.int("CLOUDFLARE_MAX_RESPONSE_BYTES", default=2 * 1024 * 1024)
 # Unknown at Cloudflare: whether a consent for only the missing scopes is merged into the earlier
@@ -272,7 +278,9 @@ GRANT_REFRESH_MARGIN = env.int("GRANT_REFRESH_MARGIN", default=900)  # seconds b
 GRANT_REFRESH_JITTER = env.int("GRANT_REFRESH_JITTER", default=60)  # seconds, spread the load
 GRANT_CHECK_INTERVAL = env.int("GRANT_CHECK_INTERVAL", default=3600)  # seconds between health checks
 GRANT_FAILURE_THRESHOLD = env.int("GRANT_FAILURE_THRESHOLD", default=3)  # failures before "refresh failing"
-GRANT_REFRESH_LEASE = env.int("GRANT_REFRESH_LEASE", default=120)  # seconds; > worst HTTP time
+# Seconds a refresh claim lasts; its holder extends it every third of it (a heartbeat) while it works,
+# so a call may take longer, and a dead holder's grant is free again within one lease.
+GRANT_REFRESH_LEASE = env.int("GRANT_REFRESH_LEASE", default=30)
 AUTHORIZATION_REQUEST_TTL = env.int("AUTHORIZATION_REQUEST_TTL", default=600)  # seconds
 # Revocation at Cloudflare after a disconnect: retried with exponential backoff from BASE to MAX s.
 GRANT_REVOKE_BACKOFF_BASE = env.int("GRANT_REVOKE_BACKOFF_BASE", default=30)
@@ -299,22 +307,49 @@ GRANT_RETRY_BASE = env.int("GRANT_RETRY_BASE", default=30)
 GRANT_RETRY_MAX = env.int("GRANT_RETRY_MAX", default=900)
 # After a refresh with no answer (timeout after sending), ask again this soon (seconds).
 GRANT_UNCERTAIN_RETRY = env.int("GRANT_UNCERTAIN_RETRY", default=30)
+# An unanswered refresh is resolved by evidence before anything is sent again: the old access token
+# is probed once the request cannot still be running at Cloudflare (SETTLE seconds after it was found
+# unanswered; Cloudflare's edge ends a request after 100 s). Refused: the refresh took effect, the
+# grant is lost. Accepted: a refresh is safe. No evidence (the old access token expired, or the server
+# keeps old access tokens alive): GRANT_UNCERTAIN_POLICY "hold" (default: never re-send; the grant is
+# marked lost) or "resend" (re-send the old refresh token: saves the grant if the first request never
+# arrived, and is a reuse, which kills the grant, if it did).
+GRANT_UNCERTAIN_SETTLE = env.int("GRANT_UNCERTAIN_SETTLE", default=70)
+GRANT_UNCERTAIN_POLICY = env.str("GRANT_UNCERTAIN_POLICY", default="hold")
+# Whether the OAuth server revokes the previous access token when a refresh succeeds (Hydra does):
+# only then is the old access token's answer evidence.
+CLOUDFLARE_REFRESH_REVOKES_OLD_ACCESS = env.bool("CLOUDFLARE_REFRESH_REVOKES_OLD_ACCESS", default=True)
+# Seconds a rotated refresh token is still accepted (unknown at Cloudflare: 0 = no grace). Within it,
+# re-sending after an unanswered refresh is safe whatever happened.
+CLOUDFLARE_REFRESH_GRACE_SECONDS = env.int("CLOUDFLARE_REFRESH_GRACE_SECONDS", default=0)
+# New tokens received while the database is unreachable: the fenced write is retried for this many
+# seconds (lease extended), then the tokens go to the encrypted spool, applied when it is back.
+GRANT_WRITE_RETRY_SECONDS = env.int("GRANT_WRITE_RETRY_SECONDS", default=20)
+# One incident alert instead of one per grant: when at least GRANT_INCIDENT_MIN_GRANTS grants of one
+# OAuth app start failing within GRANT_INCIDENT_WINDOW seconds; per-grant "refresh failing" alerts
+# are held that long and dropped if an incident covers them.
+GRANT_INCIDENT_MIN_GRANTS = env.int("GRANT_INCIDENT_MIN_GRANTS", default=5)
+GRANT_INCIDENT_WINDOW = env.int("GRANT_INCIDENT_WINDOW", default=300)
+GRANT_INCIDENT_HOLD = env.int("GRANT_INCIDENT_HOLD", default=120)
 # After Cloudflare refuses the app's credentials, pause that app's refreshes this long (seconds).
 GRANT_CLIENT_CONFIG_BACKOFF = env.int("GRANT_CLIENT_CONFIG_BACKOFF", default=300)
 # The sweeps: rows claimed per transaction, transactions per sweep, and how long a claimed row
 # stays invisible to the next sweep (if its message is lost it is found again after this delay).
 GRANT_SWEEP_BATCH = env.int("GRANT_SWEEP_BATCH", default=500)
-# Seconds between beat's sweeps (agencyportal/celery.py runs them every minute); refreshes due sooner
-# than the next sweep get a follow-up sweep, at least GRANT_SWEEP_FOLLOWUP_MIN seconds apart.
-GRANT_SWEEP_INTERVAL = env.int("GRANT_SWEEP_INTERVAL", default=60)
+# Seconds between beat's refresh sweeps (agencyportal/celery.py; 15 s: a grant freed by a dead
+# worker's lease is found within seconds); refreshes due sooner than the next sweep get a follow-up
+# sweep, at least GRANT_SWEEP_FOLLOWUP_MIN seconds apart.
+GRANT_SWEEP_INTERVAL = env.int("GRANT_SWEEP_INTERVAL", default=15)
 GRANT_SWEEP_FOLLOWUP_MIN = env.int("GRANT_SWEEP_FOLLOWUP_MIN", default=5)
 GRANT_SWEEP_MAX_BATCHES = env.int("GRANT_SWEEP_MAX_BATCHES", default=40)
-GRANT_DISPATCH_RETRY = env.int("GRANT_DISPATCH_RETRY", default=120)
+# Short (30 s): a message lost with a killed worker or a broker restart is re-sent within a minute;
+# a duplicate costs one claim that finds the grant taken or fresh.
+GRANT_DISPATCH_RETRY = env.int("GRANT_DISPATCH_RETRY", default=30)
 
 # Bulk changes (changes/). An item's lease outlives the hard task time limit, so a second worker
 # never runs an item while the first still may; a killed worker's item runs again (reading before
 # writing) once the lease expires and the sweep finds it.
-CHANGE_ITEM_LEASE = env.int("CHANGE_ITEM_LEASE", default=120)
+CHANGE_ITEM_LEASE = env.int("CHANGE_ITEM_LEASE", default=180)
 # A queued item whose message has not been picked up after this long is dispatched again.
 CHANGE_REDISPATCH_AFTER = env.int("CHANGE_REDISPATCH_AFTER", default=60)
 # The most zones one bulk change covers.
@@ -351,9 +386,10 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# HTTP timeouts (connect 5 s + read 15 s) < soft limit < hard limit << visibility timeout.
-CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
-CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
+# A refresh (rate wait 5 s + probe 20 s + token call 35 s + write retries 20 s) < soft limit < hard
+# limit << visibility timeout.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=100)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=130)
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", default=30.0)
 CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -191,6 +191,7 @@ class Faults:
         self._config: dict[str, Any] = {}
         self._rng = random.Random()
         self.latency_ms = 0
+        self.latency_max_ms = 0  # > latency_ms: each request waits a uniform random time in between
         self.latency_endpoints = DEFAULT_FAULT_ENDPOINTS
         self.error_5xx_rate = 0.0
         self.error_5xx_endpoints = DEFAULT_FAULT_ENDPOINTS
@@ -214,6 +215,7 @@ class Faults:
         """Validate and install a whole new configuration (missing keys mean "off")."""
         known = {
             "latency_ms",
+            "latency_max_ms",
             "latency_endpoints",
             "error_5xx_rate",
             "error_5xx_endpoints",
@@ -237,6 +239,9 @@ class Faults:
         latency = config.get("latency_ms", 0)
         if isinstance(latency, bool) or not isinstance(latency, int) or latency < 0:
             raise SettingsError("latency_ms must be a non-negative integer")
+        latency_max = config.get("latency_max_ms", 0)
+        if isinstance(latency_max, bool) or not isinstance(latency_max, int) or latency_max < 0:
+            raise SettingsError("latency_max_ms must be a non-negative integer")
         retry_after = config.get("retry_after", 60)
         if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
             raise SettingsError("retry_after must be a non-negative integer")
@@ -266,6 +271,7 @@ class Faults:
             raise SettingsError("seed must be an integer")
         values = {
             "latency_ms": latency,
+            "latency_max_ms": latency_max,
             "latency_endpoints": _endpoint_list(config.get("latency_endpoints"), "latency_endpoints"),
             "error_5xx_rate": _rate(config.get("error_5xx_rate", 0.0), "error_5xx_rate"),
             "error_5xx_endpoints": _endpoint_list(config.get("error_5xx_endpoints"), "error_5xx_endpoints"),
@@ -301,6 +307,7 @@ class Faults:
         with self._lock:
             return {
                 "latency_ms": self.latency_ms,
+                "latency_max_ms": self.latency_max_ms,
                 "latency_endpoints": sorted(self.latency_endpoints),
                 "error_5xx_rate": self.error_5xx_rate,
                 "error_5xx_endpoints": sorted(self.error_5xx_endpoints),
@@ -368,6 +375,14 @@ class Faults:
                 self._doomed.update(doomed)
                 return False, doomed
             return False, []
+
+    def latency_seconds(self) -> float:
+        """How long this request waits: `latency_ms`, or uniform up to `latency_max_ms` if larger."""
+        with self._lock:
+            low, high = self.latency_ms, self.latency_max_ms
+            if high > low:
+                return self._rng.uniform(low, high) / 1000
+            return low / 1000
 
     def take_drop(self) -> bool:
         """Consume one "rotate then drop the connection" credit, if any is left."""

@@ -150,8 +150,8 @@ class SandboxApp:
     def _faulted(self, endpoint: str, req: Request) -> Response | None:
         """Apply the configured faults before the endpoint runs (faulted requests change nothing)."""
         faults = self.faults
-        if faults.latency_ms and endpoint in faults.latency_endpoints:
-            time.sleep(faults.latency_ms / 1000)
+        if (faults.latency_ms or faults.latency_max_ms) and endpoint in faults.latency_endpoints:
+            time.sleep(faults.latency_seconds())
         if endpoint == "token" and faults.bad_token_response in BAD_TOKEN_REPLACEMENTS:
             self.counters.add(f"fault:{faults.bad_token_response}")
             return _bad_token_replacement(faults.bad_token_response)

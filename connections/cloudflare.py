@@ -122,8 +122,8 @@ def _session() -> requests.Session:
     return session
 
 
-def _timeout() -> tuple[float, float]:
-    return (settings.CLOUDFLARE_CONNECT_TIMEOUT, settings.CLOUDFLARE_READ_TIMEOUT)
+def _timeout(read: float | None = None) -> tuple[float, float]:
+    return (settings.CLOUDFLARE_CONNECT_TIMEOUT, read or settings.CLOUDFLARE_READ_TIMEOUT)
 
 
 def _is_uncertain(exc: requests.exceptions.ConnectionError) -> bool:
@@ -133,16 +133,21 @@ def _is_uncertain(exc: requests.exceptions.ConnectionError) -> bool:
     return not any(marker in text for marker in not_sent)
 
 
-def _request(method: str, url: str, *, label: str, **kwargs: Any) -> tuple[requests.Response, bytes]:
+def _request(
+    method: str, url: str, *, label: str, read_timeout: float | None = None, **kwargs: Any
+) -> tuple[requests.Response, bytes]:
     """Send one request: no retries, no redirects, bounded time and size. Returns (response, body)."""
     started = time.monotonic()
+    read_timeout = read_timeout or settings.CLOUDFLARE_READ_TIMEOUT
     try:
-        response = _session().request(method, url, timeout=_timeout(), allow_redirects=False, stream=True, **kwargs)
+        response = _session().request(
+            method, url, timeout=_timeout(read_timeout), allow_redirects=False, stream=True, **kwargs
+        )
         body = _read_capped(response)
     except requests.exceptions.ConnectTimeout as exc:
         raise Unavailable(f"{label}: connect timeout") from exc
     except requests.exceptions.ReadTimeout as exc:
-        raise UncertainOutcome(f"{label}: no answer within {settings.CLOUDFLARE_READ_TIMEOUT}s") from exc
+        raise UncertainOutcome(f"{label}: no answer within {read_timeout:g}s") from exc
     except requests.exceptions.ConnectionError as exc:
         if _is_uncertain(exc):
             raise UncertainOutcome(f"{label}: connection closed before the answer") from exc
@@ -286,6 +291,8 @@ def _token_call(app: Any, data: dict[str, str], label: str) -> TokenResponse:
         "POST",
         settings.CLOUDFLARE_TOKEN_URL,
         label=label,
+        # The token endpoint has its own, longer read timeout: a slow answer beats no answer.
+        read_timeout=settings.CLOUDFLARE_TOKEN_READ_TIMEOUT,
         headers={"Accept": "application/json"},
         **_client_auth(app, data),
     )
@@ -347,6 +354,41 @@ def exchange_code(*, app: Any, code: str, code_verifier: str, redirect_uri: str)
 def refresh(*, app: Any, refresh_token: str) -> TokenResponse:
     """One refresh call. Callers must hold the grant's refresh claim: the token is single-use."""
     return _token_call(app, {"grant_type": "refresh_token", "refresh_token": refresh_token}, "token (refresh_token)")
+
+
+def userinfo_url() -> str:
+    """`CLOUDFLARE_USERINFO_URL`, or `userinfo` next to the token endpoint (Cloudflare's layout)."""
+    return settings.CLOUDFLARE_USERINFO_URL or settings.CLOUDFLARE_TOKEN_URL.rsplit("/", 1)[0] + "/userinfo"
+
+
+def access_token_accepted(*, access_token: str) -> bool | None:
+    """Does the OAuth server still accept this access token? True, False, or None (no evidence).
+
+    A read of the userinfo endpoint, which needs no scope beyond a valid token: 200 → accepted;
+    401 → refused (revoked or expired). Any other answer says nothing (None). Raises a
+    TransientError when the server cannot be asked now (5xx, 429, connection problems).
+    """
+    label = "userinfo (probe)"
+    response, body = _request(
+        "GET",
+        userinfo_url(),
+        label=label,
+        headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+    )
+    status = response.status_code
+    if status == 429:
+        raise RateLimited(f"{label}: rate limited", status=status, retry_after=_retry_after(response))
+    if status >= 500:
+        raise Unavailable(f"{label}: HTTP {status}", status=status, retry_after=_retry_after(response))
+    if status == 401:
+        return False
+    if status == 200:
+        try:
+            payload = _json(response, body, label)
+        except BadResponse:
+            return None
+        return True if isinstance(payload, dict) and payload.get("sub") else None
+    return None
 
 
 def revoke(*, app: Any, token: str, token_type_hint: str) -> None:

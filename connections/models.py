@@ -226,6 +226,8 @@ class Grant(models.Model):
     # Set when a refresh call's outcome is unknown (timeout after sending): the next attempt decides.
     refresh_uncertain_since = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
+    # When the current streak of refresh failures began (counts grants failing together: incidents).
+    refresh_failing_since = models.DateTimeField(null=True, blank=True)
     # Refresh history, kept on the row so routine refreshes write no event: totals and the last
     # REFRESH_HISTORY_LENGTH attempts ({"at", "outcome"}, newest first), shown on the grant page.
     refresh_count = models.PositiveIntegerField(default=0)
@@ -451,6 +453,7 @@ class Alert(models.Model):
         RECOVERED = "recovered", "Recovered"
         DISCONNECTED = "disconnected", "Disconnected"
         CLIENT_CONFIG = "client_config", "OAuth app configuration"
+        INCIDENT = "incident", "Incident (many grants failing)"
 
     class Delivery(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -495,6 +498,7 @@ class Alert(models.Model):
                         "recovered",
                         "disconnected",
                         "client_config",
+                        "incident",
                     ]
                 ),
                 name="connections_alert_kind_valid",

@@ -52,6 +52,7 @@ EMOJI = {
     "scope_missing": ":warning:",
     "health_failing": ":warning:",
     "client_config": ":rotating_light:",
+    "incident": ":rotating_light:",
     "recovered": ":large_green_circle:",
     "disconnected": ":white_circle:",
 }
@@ -70,6 +71,19 @@ def alert_deliver(*, alert_id: int) -> None:
     if claimed != 1:
         return
     alert = alert_for_delivery(alert_id=alert_id)
+    held = _held_reason(alert)
+    if held:
+        # Staff hear of this failure once, through the incident (or not at all: it is over).
+        Alert.objects.filter(pk=alert_id).update(
+            email_status=Alert.Delivery.SKIPPED,
+            webhook_status=Alert.Delivery.SKIPPED,
+            delivered_at=timezone.now(),
+            next_delivery_at=None,
+            resolved_at=alert.resolved_at or timezone.now(),
+            last_delivery_error=held[:500],
+        )
+        logger.info("alert delivery: alert=%s kind=%s outcome=held", alert_id, alert.kind)
+        return
     context = _context(alert)
     errors: list[str] = []
     email_status, webhook_status = alert.email_status, alert.webhook_status
@@ -103,6 +117,99 @@ def alert_deliver(*, alert_id: int) -> None:
         webhook_status,
         outcome,
     )
+
+
+def _held_reason(alert: Alert) -> str:
+    """Why a held per-grant "refresh failing" alert is not sent, or "" to send it."""
+    if alert.kind != Alert.Kind.REFRESH_FAILING or alert.grant_id is None:
+        return ""
+    if alert.resolved_at is not None:
+        return "Not sent: the grant recovered before the alert was due."
+    incident = (
+        Alert.objects.filter(app_id=alert.app_id, grant__isnull=True, kind=Alert.Kind.INCIDENT)
+        .filter(created_at__gte=alert.created_at - timedelta(seconds=settings.GRANT_INCIDENT_WINDOW))
+        .order_by("-created_at")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    return f"Not sent: covered by incident alert #{incident}." if incident else ""
+
+
+# --- Incidents: one alert per outage, not per grant ---------------------------------------------
+
+
+def incident_note(*, app, now, error: str) -> Alert | None:
+    """Called when a grant's refresh fails (first failure of a streak, or the threshold).
+
+    Returns the app's open incident alert when one covers this failure (opening it when at least
+    `GRANT_INCIDENT_MIN_GRANTS` grants of the app began failing within `GRANT_INCIDENT_WINDOW`
+    seconds), or None when the grant fails alone (its own alert then goes out).
+    """
+    from ..models import Grant
+    from ..selectors import REFRESHABLE_STATUSES
+    from .events import alert_open
+
+    open_incident = Alert.objects.filter(
+        app=app, grant__isnull=True, kind=Alert.Kind.INCIDENT, resolved_at__isnull=True
+    ).first()
+    if open_incident is not None:
+        return open_incident
+    failing = Grant.objects.filter(
+        app=app,
+        status__in=REFRESHABLE_STATUSES,
+        consecutive_failures__gt=0,
+        refresh_failing_since__gte=now - timedelta(seconds=settings.GRANT_INCIDENT_WINDOW),
+    )
+    count = failing.count()
+    if count < settings.GRANT_INCIDENT_MIN_GRANTS:
+        return None
+    since = failing.order_by("refresh_failing_since").values_list("refresh_failing_since", flat=True).first()
+    alert = alert_open(
+        kind=Alert.Kind.INCIDENT,
+        app=app,
+        message=f"Token refreshes failing for {count} grants of OAuth app “{app.name}” since "
+        f"{timezone.localtime(since):%Y-%m-%d %H:%M:%S %Z}: {error[:150]}. Per-grant alerts are held; "
+        "one notice follows when refreshes work again.",
+    )
+    return (
+        alert
+        or Alert.objects.filter(app=app, grant__isnull=True, kind=Alert.Kind.INCIDENT, resolved_at__isnull=True).first()
+    )
+
+
+def incident_recovered_if_over(*, app, now) -> bool:
+    """After a grant of `app` recovered: close the app's incident once no grant is failing any more."""
+    from ..models import Grant, GrantEvent
+    from ..selectors import REFRESHABLE_STATUSES
+    from .events import alert_open
+
+    incident = Alert.objects.filter(
+        app=app, grant__isnull=True, kind=Alert.Kind.INCIDENT, resolved_at__isnull=True
+    ).first()
+    if incident is None:
+        return False
+    if Grant.objects.filter(app=app, status__in=REFRESHABLE_STATUSES, consecutive_failures__gt=0).exists():
+        return False
+    if not Alert.objects.filter(pk=incident.pk, resolved_at__isnull=True).update(resolved_at=now):
+        return False  # another worker closed it
+    affected = (
+        GrantEvent.objects.filter(
+            grant__app=app,
+            kind__in=[GrantEvent.Kind.REFRESH_FAILED, GrantEvent.Kind.REFRESH_UNCERTAIN],
+            at__gte=incident.created_at - timedelta(seconds=settings.GRANT_INCIDENT_WINDOW),
+        )
+        .values("grant")
+        .distinct()
+        .count()
+    )
+    minutes = max(1, round((now - incident.created_at).total_seconds() / 60))
+    alert_open(
+        kind=Alert.Kind.RECOVERED,
+        app=app,
+        message=f"Token refreshes of OAuth app “{app.name}” work again: incident #{incident.pk} is over after "
+        f"about {minutes} min; {affected} grants were affected.",
+    )
+    return True
 
 
 def alerts_dispatch_due(*, now=None, limit: int = 500) -> int:

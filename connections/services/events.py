@@ -45,12 +45,20 @@ def event_record(
     )
 
 
-def alert_open(*, kind: str, message: str, grant: Grant | None = None, app: OAuthApp | None = None) -> Alert | None:
+def alert_open(
+    *,
+    kind: str,
+    message: str,
+    grant: Grant | None = None,
+    app: OAuthApp | None = None,
+    deliver_at=None,
+) -> Alert | None:
     """Open an alert unless one of the same kind is already open for the grant (or app).
 
     Returns the new alert, or None when one was already open: the unique constraint makes a
     transition alert exactly once even when two workers see the same failure at the same time.
     Notices (recovered, disconnected) are closed at creation so they never block the next one.
+    `deliver_at` holds delivery until then (a per-grant alert an incident alert may cover).
     """
     now = timezone.now()
     alert = Alert(
@@ -60,7 +68,7 @@ def alert_open(*, kind: str, message: str, grant: Grant | None = None, app: OAut
         client=grant.client if grant is not None else None,
         message=message[:500],
         resolved_at=now if kind in Alert.NOTICE_KINDS else None,
-        next_delivery_at=now,
+        next_delivery_at=deliver_at or now,
     )
     try:
         with transaction.atomic():  # a savepoint: a duplicate must not break the caller's transaction

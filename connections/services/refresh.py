@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+import time
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -64,6 +66,8 @@ class Outcome(StrEnum):
     NOT_LIVE = "not_live"  # the grant is not active / refresh failing (or does not exist)
     NO_REFRESH_TOKEN = "no_refresh_token"
     CONFLICT = "conflict"  # the row moved under our lease (should never happen): nothing written
+    AWAITING_EVIDENCE = "awaiting_evidence"  # an unanswered refresh may still run at Cloudflare: wait
+    SPOOLED = "spooled"  # new tokens received, the database unreachable: kept in the spool
 
 
 # --- Scheduling ------------------------------------------------------------------------------
@@ -123,8 +127,11 @@ def grant_refresh(*, grant_id: int, force: bool = False) -> Outcome:
     """Refresh one grant if it is due (or `force`), single-flight. Returns what happened.
 
     `force` skips the freshness test (staff "refresh now", and the health check confirming a
-    9109/10000 answer); it never skips the claim.
+    9109/10000 answer); it never skips the claim, nor the evidence an unanswered refresh needs.
     """
+    # 0. Tokens received during a database outage go in first: without them the stored refresh
+    # token is a rotated one, and presenting it would be a reuse.
+    _spool_apply_quietly(grant_id)
     grant = grant_for_engine(grant_id=grant_id)
     if grant is None or grant.status not in REFRESHABLE_STATUSES:
         return _log(grant_id, Outcome.NOT_LIVE)
@@ -138,6 +145,9 @@ def grant_refresh(*, grant_id: int, force: bool = False) -> Outcome:
         .filter(Q(refresh_lease_until__isnull=True) | Q(refresh_lease_until__lt=now))
         .update(
             refresh_lease_until=lease_until,
+            # Due again the moment the lease runs out: if this worker dies, the next sweep (a
+            # follow-up sweep at that moment) finds the grant without waiting for a retry interval.
+            next_refresh_at=lease_until,
             # A lease still set here expired without being released: its holder died (SIGKILL,
             # OOM, hard time limit), possibly after Cloudflare rotated the token. Unknown outcome.
             refresh_uncertain_since=Case(
@@ -150,9 +160,12 @@ def grant_refresh(*, grant_id: int, force: bool = False) -> Outcome:
         return _log(grant_id, Outcome.SKIPPED)
 
     try:
-        # 2. Re-read under the claim: the row we act on is the row we own.
+        # 2. Re-read under the claim: the row we act on is the row we own. Everything the call
+        # needs is loaded here: a failure up to the call sent nothing, so it is never "uncertain".
         grant.refresh_from_db()
-        if not force and _is_fresh(grant, now):
+        app = grant.app
+        app.client_secret  # noqa: B018 - decrypted now, not inside the call
+        if not force and grant.refresh_uncertain_since is None and _is_fresh(grant, now):
             _release(
                 grant,
                 seen_gen,
@@ -175,39 +188,191 @@ def grant_refresh(*, grant_id: int, force: bool = False) -> Outcome:
         _release(grant, seen_gen)
         raise
 
+    with LeaseHeartbeat(grant_id=grant_id, generation=seen_gen):
+        return _log(grant_id, _refresh_claimed(grant, app, seen_gen, now))
+
+
+def _refresh_claimed(grant: Grant, app, seen_gen: int, now: datetime) -> Outcome:
+    """Steps 3 and 4 for a grant we hold: evidence first if needed, then one call, then the write."""
     # The global outbound cap (Cloudflare counts requests per IP). Wait a little inside the lease,
     # else give the grant back and come again: the budget is not this grant's failure.
     if not ratelimit.wait_for_slot(user_key=None, max_wait=settings.CLOUDFLARE_RATELIMIT_MAX_WAIT):
         _release(grant, seen_gen, next_refresh_at=now + timedelta(seconds=5 + random.uniform(0, 10)))
-        return _log(grant_id, Outcome.DEFERRED)
+        return Outcome.DEFERRED
+
+    if grant.refresh_uncertain_since is not None:
+        # An earlier refresh got no answer: find out what happened before anything is sent.
+        decision = _resolve_uncertain(grant, seen_gen)
+        if decision is not None:
+            return decision
 
     old_fp = grant.refresh_token_fp
     sent_at = timezone.now()
     # 3. One call, outside any transaction, no retry.
     try:
-        token = cloudflare.refresh(app=grant.app, refresh_token=grant.refresh_token)
+        token = cloudflare.refresh(app=app, refresh_token=grant.refresh_token)
     except cloudflare.InvalidGrant as exc:
-        return _log(grant_id, _on_invalid_grant(grant, seen_gen, old_fp, exc))
+        return _on_invalid_grant(grant, seen_gen, old_fp, exc)
     except cloudflare.InvalidClient as exc:
-        return _log(grant_id, _on_invalid_client(grant, seen_gen, exc))
+        return _on_invalid_client(grant, seen_gen, exc)
     except cloudflare.UncertainOutcome as exc:
-        return _log(grant_id, _on_failure(grant, seen_gen, exc, uncertain=True))
+        return _on_failure(grant, seen_gen, exc, uncertain=True)
     except cloudflare.RateLimited as exc:
         if exc.retry_after:
             ratelimit.block(user_key=None, seconds=exc.retry_after)
-        return _log(grant_id, _on_failure(grant, seen_gen, exc, retry_after=exc.retry_after))
+        return _on_failure(grant, seen_gen, exc, retry_after=exc.retry_after)
     except (cloudflare.TransientError, cloudflare.OAuthError) as exc:
-        return _log(grant_id, _on_failure(grant, seen_gen, exc, retry_after=exc.retry_after))
+        return _on_failure(grant, seen_gen, exc, retry_after=exc.retry_after)
     except BaseException:
         # Soft time limit, worker shutdown, a bug: the request may have reached Cloudflare.
         _mark_uncertain(grant, seen_gen, "Refresh interrupted; outcome unknown.")
         raise
-    # 4. Store at once, fenced on what we read.
-    return _log(grant_id, _on_success(grant, seen_gen, old_fp, token, sent_at))
+    # 4. Store at once, fenced on what we read; never drop what Cloudflare gave us.
+    return _on_success_durable(grant, seen_gen, old_fp, token, sent_at)
+
+
+# --- An unanswered refresh: evidence before anything is sent again ------------------------------
+
+
+class Evidence(StrEnum):
+    NOT_ROTATED = "not_rotated"  # the old access token still works: the refresh did not take effect
+    ROTATED = "rotated"  # the old access token is refused: the refresh took effect unheard
+    NONE = "none"  # nothing can tell (old access token expired, or the server keeps it alive)
+
+
+def uncertain_evidence(grant: Grant) -> Evidence:
+    """Ask Cloudflare, with the old access token, whether the unanswered refresh took effect.
+
+    Cloudflare's OAuth server (Hydra) revokes the previous access token when a refresh succeeds,
+    so the old token's answer tells the two cases apart, as long as it has not expired on its own
+    and the server does revoke it (`CLOUDFLARE_REFRESH_REVOKES_OLD_ACCESS`). Raises a
+    cloudflare.TransientError when the probe cannot be made now.
+    """
+    if not settings.CLOUDFLARE_REFRESH_REVOKES_OLD_ACCESS or not grant.access_token:
+        return Evidence.NONE
+    # An access token refused because it expired says nothing about the refresh.
+    if grant.access_expires_at is None or grant.access_expires_at <= timezone.now() + timedelta(seconds=5):
+        return Evidence.NONE
+    accepted = cloudflare.access_token_accepted(access_token=grant.access_token)
+    if accepted is None:
+        return Evidence.NONE
+    if not accepted and grant.access_expires_at <= timezone.now():
+        return Evidence.NONE
+    return Evidence.NOT_ROTATED if accepted else Evidence.ROTATED
+
+
+def _within_grace(grant: Grant, now: datetime) -> bool:
+    """True when a rotated refresh token would still be accepted (the server's grace period).
+
+    The unanswered request was sent at most one lease plus the longest call before it was found
+    unanswered; its rotation (if any) happened after it was sent.
+    """
+    grace = float(settings.CLOUDFLARE_REFRESH_GRACE_SECONDS)
+    if grace <= 0:
+        return False
+    oldest = (
+        grant.refresh_uncertain_since
+        - timedelta(seconds=settings.GRANT_REFRESH_LEASE)
+        - timedelta(seconds=settings.CLOUDFLARE_CONNECT_TIMEOUT + settings.CLOUDFLARE_TOKEN_READ_TIMEOUT)
+    )
+    return (now - oldest).total_seconds() < grace - 5
+
+
+def _resolve_uncertain(grant: Grant, seen_gen: int) -> Outcome | None:
+    """None when a refresh may be sent now; else the outcome of waiting or deciding without a call."""
+    now = timezone.now()
+    if _within_grace(grant, now):
+        return None  # whatever happened, the server accepts this refresh token once more
+    settle_at = grant.refresh_uncertain_since + timedelta(seconds=settings.GRANT_UNCERTAIN_SETTLE)
+    if now < settle_at:
+        # The first request may still be running at Cloudflare: a probe now could see the old
+        # access token alive a moment before the refresh revokes it.
+        _release(grant, seen_gen, next_refresh_at=settle_at + timedelta(seconds=random.uniform(0, 2)))
+        return Outcome.AWAITING_EVIDENCE
+    try:
+        evidence = uncertain_evidence(grant)
+    except cloudflare.TransientError as exc:
+        return _on_failure(grant, seen_gen, exc, retry_after=exc.retry_after)
+    logger.info("grant refresh: grant=%s evidence=%s", grant.pk, evidence.value)
+    if evidence == Evidence.NOT_ROTATED:
+        # Nothing took effect: the stored refresh token is the current one. An invalid_grant from
+        # now on is a real revocation.
+        Grant.objects.filter(pk=grant.pk, refresh_generation=seen_gen).update(refresh_uncertain_since=None)
+        grant.refresh_uncertain_since = None
+        return None
+    if evidence == Evidence.NONE and settings.GRANT_UNCERTAIN_POLICY == "resend":
+        return None  # the operator's choice: a reuse (and the loss) if the first request arrived
+    if evidence == Evidence.ROTATED:
+        reason = "The refresh took effect at Cloudflare but its answer never arrived (the old access token is refused)."
+    else:
+        reason = "A refresh got no answer and nothing can tell whether it took effect; it is not sent again."
+    return _mark_lost(grant, seen_gen, grant.refresh_token_fp, reason, detail={"evidence": evidence.value})
+
+
+class LeaseHeartbeat:
+    """Extends the grant's lease every third of `GRANT_REFRESH_LEASE` while the holder works.
+
+    The lease can then be short: a dead holder's grant is free again within one lease, while a
+    slow call or a database retry never loses its claim. The thread has its own database
+    connection (closed at the end); a failed extension is only logged (the fences still hold).
+    """
+
+    def __init__(self, *, grant_id: int, generation: int) -> None:
+        self.grant_id = grant_id
+        self.generation = generation
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> LeaseHeartbeat:
+        self._thread = threading.Thread(target=self._run, name=f"lease-{self.grant_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        interval = max(0.5, settings.GRANT_REFRESH_LEASE / 3)
+        try:
+            while not self._stop.wait(interval):
+                now = timezone.now()
+                until = now + timedelta(seconds=settings.GRANT_REFRESH_LEASE)
+                try:
+                    Grant.objects.filter(
+                        pk=self.grant_id, refresh_generation=self.generation, refresh_lease_until__gte=now
+                    ).update(refresh_lease_until=until, next_refresh_at=until)
+                except DatabaseError as exc:
+                    logger.warning("grant refresh: grant=%s lease not extended (%s)", self.grant_id, type(exc).__name__)
+                    _close_broken_connection()
+        finally:
+            connection.close()
+
+
+def _close_broken_connection() -> None:
+    from django.db import connection
+
+    if not connection.in_atomic_block:
+        try:
+            connection.close()
+        except Exception:  # noqa: BLE001, S110 - it is broken already; the next query reconnects
+            pass
+
+
+def _spool_apply_quietly(grant_id: int) -> None:
+    from .token_spool import spool_apply
+
+    try:
+        spool_apply(grant_id=grant_id)
+    except Exception:  # noqa: BLE001 - the spool is applied again by the sweep and at worker start
+        logger.warning("grant refresh: grant=%s spool not applied", grant_id, exc_info=True)
 
 
 # Outcomes that count for the dashboard's refresh success rate (others did not try a refresh).
-_COUNTED_OK = {Outcome.REFRESHED}
+_COUNTED_OK = {Outcome.REFRESHED, Outcome.SPOOLED}
 _COUNTED_FAILED = {Outcome.TRANSIENT, Outcome.UNCERTAIN, Outcome.LOST, Outcome.CLIENT_CONFIG}
 # A revocation is the client's (or Cloudflare's) decision, not a refresh failure: counted apart.
 _COUNTED_ENDED = {Outcome.REVOKED}
@@ -259,6 +424,54 @@ def _mark_uncertain(grant: Grant, seen_gen: int, error: str) -> None:
     )
 
 
+def _on_success_durable(
+    grant: Grant, seen_gen: int, old_fp: str, token: cloudflare.TokenResponse, sent_at: datetime
+) -> Outcome:
+    """Write the new tokens; retry while the database is unreachable; spool them if it stays so.
+
+    The old refresh token has rotated at Cloudflare: dropping the answer would lose the grant.
+    The lease is extended meanwhile (LeaseHeartbeat), so nobody else claims the grant.
+    """
+    deadline = time.monotonic() + settings.GRANT_WRITE_RETRY_SECONDS
+    delay = 0.25
+    try:
+        while True:
+            try:
+                return _on_success(grant, seen_gen, old_fp, token, sent_at)
+            except DatabaseError as exc:
+                _close_broken_connection()
+                if time.monotonic() + delay > deadline:
+                    logger.warning(
+                        "grant refresh: grant=%s database unavailable for the write (%s)", grant.pk, type(exc).__name__
+                    )
+                    break
+                time.sleep(delay)
+                delay = min(delay * 2, 4.0)
+    except BaseException:
+        # A soft time limit or shutdown while retrying: the tokens still must not be lost.
+        _spool(grant, seen_gen, old_fp, token, sent_at)
+        raise
+    _spool(grant, seen_gen, old_fp, token, sent_at)
+    return Outcome.SPOOLED
+
+
+def _spool(grant: Grant, seen_gen: int, old_fp: str, token: cloudflare.TokenResponse, sent_at: datetime) -> None:
+    from .token_spool import SpooledTokens, spool_put
+
+    spool_put(
+        SpooledTokens(
+            grant_id=grant.pk,
+            seen_generation=seen_gen,
+            old_refresh_fp=old_fp,
+            access_token=token.access_token,
+            refresh_token=token.refresh_token or grant.refresh_token,
+            expires_in=token.expires_in,
+            scopes=list(token.scopes),
+            sent_at=sent_at.isoformat(),
+        )
+    )
+
+
 def _on_success(
     grant: Grant, seen_gen: int, old_fp: str, token: cloudflare.TokenResponse, sent_at: datetime
 ) -> Outcome:
@@ -287,6 +500,7 @@ def _on_success(
             "next_refresh_at": refresh_due_at(expires_at=expires_at, lifetime=token.expires_in),
             "refresh_lease_until": None,
             "refresh_uncertain_since": None,
+            "refresh_failing_since": None,
             "consecutive_failures": 0,
             "last_error": "",
             "refresh_generation": F("refresh_generation") + 1,
@@ -308,13 +522,23 @@ def _on_success(
                 },
             )
         if was_failing:
+            # A "recovered" notice only where staff heard of the failure: a per-grant alert that was
+            # held (an incident covered it, or the grant recovered within the hold) was never sent.
+            heard = Alert.objects.filter(
+                grant=grant, kind=Alert.Kind.REFRESH_FAILING, resolved_at__isnull=True, delivered_at__isnull=False
+            ).exists()
             alerts_resolve(grant=grant, kinds=[Alert.Kind.REFRESH_FAILING])
             event_record(grant=grant, kind=GrantEvent.Kind.RECOVERED, message="Token refresh works again.")
-            alert_open(
-                kind=Alert.Kind.RECOVERED,
-                grant=grant,
-                message=f"{_who(grant)}: token refresh works again after {grant.consecutive_failures} failures.",
-            )
+            if heard:
+                alert_open(
+                    kind=Alert.Kind.RECOVERED,
+                    grant=grant,
+                    message=f"{_who(grant)}: token refresh works again after {grant.consecutive_failures} failures.",
+                )
+        if grant.consecutive_failures:
+            from .alerts import incident_recovered_if_over
+
+            incident_recovered_if_over(app=grant.app, now=now)
         # The app's credentials evidently work: close an app-wide configuration alarm, if any.
         Alert.objects.filter(
             app_id=grant.app_id, grant__isnull=True, kind=Alert.Kind.CLIENT_CONFIG, resolved_at__isnull=True
@@ -323,6 +547,18 @@ def _on_success(
 
 
 def _on_invalid_grant(grant: Grant, seen_gen: int, old_fp: str, exc: cloudflare.InvalidGrant) -> Outcome:
+    return _end_grant(grant, seen_gen, old_fp, error=str(exc), detail={"error": exc.error, "http_status": exc.status})
+
+
+def _mark_lost(grant: Grant, seen_gen: int, old_fp: str, reason: str, *, detail: dict) -> Outcome:
+    """The grant is lost without another call: the refresh token is rotated (or may be)."""
+    return _end_grant(grant, seen_gen, old_fp, error=reason, detail=detail, lost_reason=reason)
+
+
+def _end_grant(
+    grant: Grant, seen_gen: int, old_fp: str, *, error: str, detail: dict, lost_reason: str | None = None
+) -> Outcome:
+    """Revoked (invalid_grant for a token we know is current) or lost (after an unanswered refresh)."""
     now = timezone.now()
     with transaction.atomic():
         fence = Grant.objects.filter(pk=grant.pk, refresh_generation=seen_gen, refresh_token_fp=old_fp)
@@ -331,7 +567,7 @@ def _on_invalid_grant(grant: Grant, seen_gen: int, old_fp: str, exc: cloudflare.
             # The row moved on (a disconnect started): this answer says nothing about its token.
             Grant.objects.filter(pk=grant.pk, refresh_generation=seen_gen).update(refresh_lease_until=None)
             return Outcome.SKIPPED
-        lost = row["refresh_uncertain_since"] is not None
+        lost = lost_reason is not None or row["refresh_uncertain_since"] is not None
         status = Grant.Status.LOST if lost else Grant.Status.REVOKED
         fence.update(
             status=status,
@@ -346,16 +582,17 @@ def _on_invalid_grant(grant: Grant, seen_gen: int, old_fp: str, exc: cloudflare.
             next_refresh_at=None,
             next_check_at=None,
             refresh_lease_until=None,
-            last_error=str(exc)[:500],
+            last_error=error[:500],
             refresh_generation=F("refresh_generation") + 1,
         )
-        detail = {"error": exc.error, "http_status": exc.status}
         if lost:
-            detail["uncertain_since"] = row["refresh_uncertain_since"].isoformat()
+            if row["refresh_uncertain_since"] is not None:
+                detail["uncertain_since"] = row["refresh_uncertain_since"].isoformat()
             event_record(
                 grant=grant,
                 kind=GrantEvent.Kind.LOST,
-                message="An earlier refresh got no answer and Cloudflare now refuses the stored refresh "
+                message=lost_reason
+                or "An earlier refresh got no answer and Cloudflare now refuses the stored refresh "
                 "token: the portal lost the current token. The client must consent again.",
                 detail=detail,
             )
@@ -441,6 +678,8 @@ def _on_failure(
         }
         if uncertain:
             updates["refresh_uncertain_since"] = Coalesce(F("refresh_uncertain_since"), Value(now))
+        if failures == 1:
+            updates["refresh_failing_since"] = now
         becomes_failing = row["status"] == Grant.Status.ACTIVE and failures >= settings.GRANT_FAILURE_THRESHOLD
         if becomes_failing:
             updates.update(status=Grant.Status.REFRESH_FAILING, status_changed_at=now)
@@ -471,10 +710,17 @@ def _on_failure(
                 message=f"Token refresh failed {failures} times in a row.",
                 detail={"error": str(exc)[:200], "http_status": exc.status, "failures": failures},
             )
+        # Many grants of one app failing together is one outage: one incident alert for it; the
+        # per-grant alert is held (and dropped at delivery if an incident covers it by then).
+        from .alerts import incident_note
+
+        incident = incident_note(app=grant.app, now=now, error=str(exc)) if failures == 1 or becomes_failing else None
+        if becomes_failing and incident is None:
             alert_open(
                 kind=Alert.Kind.REFRESH_FAILING,
                 grant=grant,
                 message=f"{_who(grant)}: token refresh failed {failures} times in a row ({str(exc)[:120]}).",
+                deliver_at=now + timedelta(seconds=settings.GRANT_INCIDENT_HOLD),
             )
     return Outcome.UNCERTAIN if uncertain else Outcome.TRANSIENT
 
@@ -512,9 +758,19 @@ def refresh_followup_in(*, now: datetime | None = None) -> float | None:
 def grants_dispatch_due_refreshes(
     *, now: datetime | None = None, batch_size: int | None = None, max_batches: int | None = None
 ) -> int:
-    """Run by beat every minute: enqueue one refresh task per grant whose refresh is due."""
+    """Run by beat every minute: enqueue one refresh task per grant whose refresh is due.
+
+    Tokens spooled during a database outage are written first (fenced), so no due grant is sent
+    with a rotated refresh token.
+    """
     from ..selectors import grants_due_for_refresh
     from ..tasks import refresh_grant_task
+    from .token_spool import spool_apply
+
+    try:
+        spool_apply()
+    except Exception:  # noqa: BLE001 - the next sweep tries again
+        logger.warning("refresh sweep: token spool not applied", exc_info=True)
 
     return grants_dispatch_due(
         due=lambda now: grants_due_for_refresh(now=now),

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from connections import cloudflare, crypto, ratelimit
 from connections.models import Alert, Grant, GrantEvent
+from connections.services.alerts import alert_deliver
 from connections.services.refresh import (
     Outcome,
     grant_refresh,
@@ -193,39 +194,177 @@ def test_it_marks_uncertain_on_a_read_timeout_and_does_not_retry(due_grant, mock
     assert GrantEvent.objects.filter(grant=due_grant, kind="refresh_uncertain").count() == 1
 
 
-def test_it_labels_the_grant_lost_not_revoked_when_invalid_grant_follows_an_uncertain_attempt(due_grant, mock_refresh):
+@pytest.fixture
+def settled(settings):
+    """An unanswered refresh may be resolved at once (no wait for it to finish at Cloudflare)."""
+    settings.GRANT_UNCERTAIN_SETTLE = 0
+    return settings
+
+
+@pytest.fixture
+def mock_probe():
+    with patch("connections.cloudflare.access_token_accepted", autospec=True) as mock:
+        yield mock
+
+
+def _unanswered(grant, mock_refresh):
     mock_refresh.side_effect = cloudflare.UncertainOutcome("no answer")
-    grant_refresh(grant_id=due_grant.pk)
-    mock_refresh.side_effect = cloudflare.InvalidGrant("invalid_grant", status=400)
+    assert grant_refresh(grant_id=grant.pk) == Outcome.UNCERTAIN
+    mock_refresh.reset_mock()
+    mock_refresh.side_effect = None
+
+
+def test_it_sends_nothing_while_an_unanswered_refresh_may_still_run_at_cloudflare(due_grant, mock_refresh, mock_probe):
+    _unanswered(due_grant, mock_refresh)
+
+    assert grant_refresh(grant_id=due_grant.pk, force=True) == Outcome.AWAITING_EVIDENCE
+
+    mock_refresh.assert_not_called()
+    mock_probe.assert_not_called()
+    due_grant.refresh_from_db()
+    assert due_grant.refresh_lease_until is None
+    assert due_grant.next_refresh_at >= due_grant.refresh_uncertain_since + timedelta(seconds=70)
+
+
+def test_it_labels_the_grant_lost_without_a_second_refresh_when_the_old_access_token_is_refused(
+    due_grant, mock_refresh, mock_probe, settled
+):
+    old_access = due_grant.access_token
+    _unanswered(due_grant, mock_refresh)
+    mock_probe.return_value = False
 
     assert grant_refresh(grant_id=due_grant.pk) == Outcome.LOST
 
+    mock_refresh.assert_not_called()  # the rotated refresh token is never presented again
+    assert mock_probe.call_args.kwargs["access_token"] == old_access
     due_grant.refresh_from_db()
     assert due_grant.status == Grant.Status.LOST
     assert due_grant.end_reason == Grant.EndReason.REFRESH_TOKEN_LOST
+    assert due_grant.refresh_token == "" and due_grant.access_token == ""
     assert list(Alert.objects.filter(grant=due_grant).values_list("kind", flat=True)) == ["lost"]
+    assert GrantEvent.objects.get(grant=due_grant, kind="lost").detail["evidence"] == "rotated"
     assert not GrantEvent.objects.filter(grant=due_grant, kind="revoked").exists()
 
 
-def test_it_treats_an_expired_lease_as_an_unknown_outcome(due_grant, mock_refresh):
-    # A worker was killed mid-call: its lease expired, never released.
-    Grant.objects.filter(pk=due_grant.pk).update(refresh_lease_until=timezone.now() - timedelta(seconds=1))
+def test_it_refreshes_once_the_old_access_token_proves_the_refresh_did_not_happen(
+    due_grant, mock_refresh, mock_probe, settled
+):
+    old_refresh = due_grant.refresh_token
+    _unanswered(due_grant, mock_refresh)
+    mock_probe.return_value = True
+    mock_refresh.return_value = _token()
+
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.REFRESHED
+
+    assert mock_refresh.call_args.kwargs["refresh_token"] == old_refresh
+    due_grant.refresh_from_db()
+    assert due_grant.refresh_uncertain_since is None and due_grant.consecutive_failures == 0
+    assert due_grant.refresh_token == "cfort_new_refresh_value_0123456789"
+
+
+def test_it_calls_a_grant_revoked_when_invalid_grant_follows_proof_that_nothing_rotated(
+    due_grant, mock_refresh, mock_probe, settled
+):
+    _unanswered(due_grant, mock_refresh)
+    mock_probe.return_value = True
     mock_refresh.side_effect = cloudflare.InvalidGrant("invalid_grant", status=400)
 
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.REVOKED
+    due_grant.refresh_from_db()
+    assert due_grant.status == Grant.Status.REVOKED
+
+
+def test_it_does_not_resend_without_evidence_by_default(due_grant, mock_refresh, mock_probe, settled):
+    _unanswered(due_grant, mock_refresh)
+    # The old access token expired on its own: its refusal would say nothing.
+    Grant.objects.filter(pk=due_grant.pk).update(access_expires_at=timezone.now() - timedelta(seconds=1))
+
     assert grant_refresh(grant_id=due_grant.pk) == Outcome.LOST
+
+    mock_refresh.assert_not_called()
+    mock_probe.assert_not_called()
+    assert GrantEvent.objects.get(grant=due_grant, kind="lost").detail["evidence"] == "none"
+
+
+def test_it_gets_no_evidence_from_a_server_that_keeps_old_access_tokens_alive(
+    due_grant, mock_refresh, mock_probe, settled
+):
+    settled.CLOUDFLARE_REFRESH_REVOKES_OLD_ACCESS = False
+    _unanswered(due_grant, mock_refresh)
+    mock_probe.return_value = True  # would be accepted even after a rotation
+
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.LOST
+    mock_refresh.assert_not_called()
+    mock_probe.assert_not_called()
+
+
+def test_it_resends_without_evidence_when_the_policy_says_so(due_grant, mock_refresh, mock_probe, settled):
+    settled.GRANT_UNCERTAIN_POLICY = "resend"
+    _unanswered(due_grant, mock_refresh)
+    Grant.objects.filter(pk=due_grant.pk).update(access_expires_at=timezone.now() - timedelta(seconds=1))
+    mock_refresh.return_value = _token()
+
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.REFRESHED
+    mock_refresh.assert_called_once()
+
+
+def test_it_resends_at_once_within_the_servers_grace_period(due_grant, mock_refresh, mock_probe, settings):
+    settings.CLOUDFLARE_REFRESH_GRACE_SECONDS = 600
+    _unanswered(due_grant, mock_refresh)
+    mock_refresh.return_value = _token()
+
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.REFRESHED
+    mock_probe.assert_not_called()
+
+
+def test_it_asks_again_later_when_the_probe_cannot_be_made(due_grant, mock_refresh, mock_probe, settled):
+    _unanswered(due_grant, mock_refresh)
+    mock_probe.side_effect = cloudflare.Unavailable("userinfo: HTTP 503", status=503)
+
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.TRANSIENT
+
+    mock_refresh.assert_not_called()
+    due_grant.refresh_from_db()
+    assert due_grant.status == Grant.Status.ACTIVE and due_grant.refresh_uncertain_since is not None
+
+
+def test_it_treats_an_expired_lease_as_an_unknown_outcome(due_grant, mock_refresh, mock_probe, settled):
+    # A worker was killed mid-call: its lease expired, never released.
+    Grant.objects.filter(pk=due_grant.pk).update(refresh_lease_until=timezone.now() - timedelta(seconds=1))
+    mock_probe.return_value = False
+
+    assert grant_refresh(grant_id=due_grant.pk) == Outcome.LOST
+    mock_refresh.assert_not_called()
     due_grant.refresh_from_db()
     assert due_grant.status == Grant.Status.LOST
 
 
-def test_it_clears_the_uncertainty_once_a_refresh_succeeds(due_grant, mock_refresh):
-    mock_refresh.side_effect = cloudflare.UncertainOutcome("no answer")
-    grant_refresh(grant_id=due_grant.pk)
-    mock_refresh.side_effect = None
-    mock_refresh.return_value = _token()
+def test_it_makes_a_grant_due_again_the_moment_a_dead_holders_lease_runs_out(due_grant, mock_refresh):
+    # The worker dies right after the claim (nothing after it runs, as with SIGKILL).
+    with patch("connections.services.refresh._refresh_claimed", side_effect=SystemExit):
+        with pytest.raises(SystemExit):
+            grant_refresh(grant_id=due_grant.pk)
 
-    assert grant_refresh(grant_id=due_grant.pk) == Outcome.REFRESHED
     due_grant.refresh_from_db()
-    assert due_grant.refresh_uncertain_since is None and due_grant.consecutive_failures == 0
+    assert due_grant.refresh_lease_until is not None
+    assert due_grant.next_refresh_at == due_grant.refresh_lease_until
+    assert due_grant.refresh_lease_until <= timezone.now() + timedelta(seconds=45)
+
+
+def test_it_does_not_call_a_refresh_uncertain_when_loading_the_app_fails(due_grant, mock_refresh):
+    from django.db import OperationalError
+
+    def unreachable(self):
+        raise OperationalError("the database went away")
+
+    with patch("connections.models.Grant.app", new_callable=lambda: property(unreachable)):
+        with pytest.raises(OperationalError):
+            grant_refresh(grant_id=due_grant.pk)
+
+    mock_refresh.assert_not_called()
+    due_grant.refresh_from_db()
+    assert due_grant.refresh_uncertain_since is None
+    assert due_grant.refresh_lease_until is None
 
 
 def test_it_raises_one_app_wide_alert_on_invalid_client_and_changes_no_grant(oauth_app, acme, mock_refresh):
@@ -301,6 +440,12 @@ def test_it_turns_refresh_failing_after_the_threshold_then_recovers_with_one_not
     assert due_grant.status == Grant.Status.REFRESH_FAILING
     assert due_grant.consecutive_failures == 5
     assert Alert.objects.filter(grant=due_grant, kind="refresh_failing").count() == 1
+    # Failing alone, the grant's own alert goes out after the hold.
+    alert = Alert.objects.get(grant=due_grant, kind="refresh_failing")
+    assert alert.next_delivery_at > timezone.now() + timedelta(seconds=100)
+    Alert.objects.filter(pk=alert.pk).update(next_delivery_at=timezone.now())
+    alert_deliver(alert_id=alert.pk)
+    assert Alert.objects.get(pk=alert.pk).delivered_at is not None
     # One event at the start of the streak and one at the threshold, not one per retry.
     assert GrantEvent.objects.filter(grant=due_grant, kind="refresh_failed").count() == 1
     assert GrantEvent.objects.filter(grant=due_grant, kind="refresh_failing").count() == 1

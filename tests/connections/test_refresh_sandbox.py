@@ -92,23 +92,71 @@ def test_it_marks_a_grant_the_user_revoked_as_revoked(cf_sandbox, grant, status)
     assert Alert.objects.filter(grant=grant, kind="revoked").count() == 1
 
 
-def test_it_labels_a_grant_lost_after_the_answer_to_a_rotation_was_dropped(cf_sandbox, grant):
+def test_it_labels_a_grant_lost_without_a_reuse_after_the_answer_to_a_rotation_was_dropped(cf_sandbox, grant, settings):
+    settings.GRANT_UNCERTAIN_SETTLE = 0
     cf_sandbox.set_faults(drop_after_rotate=1)
     assert grant_refresh(grant_id=grant.pk) == Outcome.UNCERTAIN
     cf_sandbox.clear_faults()
 
-    outcome = grant_refresh(grant_id=grant.pk, force=True)
+    # The old access token is refused (Hydra revoked it with the rotation): lost, nothing re-sent.
+    assert grant_refresh(grant_id=grant.pk, force=True) == Outcome.LOST
 
     grant.refresh_from_db()
     truth = _truth(cf_sandbox, grant)
-    # Cloudflare rotated; our token is the old one. Never "revoked": lost (or alive with a grace period).
-    assert outcome in (Outcome.LOST, Outcome.REFRESHED)
-    assert grant.status != Grant.Status.REVOKED
-    if outcome == Outcome.LOST:
-        assert grant.end_reason == Grant.EndReason.REFRESH_TOKEN_LOST
-        assert Alert.objects.filter(grant=grant, kind="lost").count() == 1
-    else:
-        assert matches_ground_truth(grant, truth)
+    assert truth["reuse_count"] == 0 and truth["refresh_count"] == 1
+    assert grant.end_reason == Grant.EndReason.REFRESH_TOKEN_LOST
+    assert Alert.objects.filter(grant=grant, kind="lost").count() == 1
+    assert not Alert.objects.filter(kind="revoked").exists()
+
+
+def test_it_recovers_the_grant_within_the_servers_grace_period(cf_sandbox, grant, settings):
+    cf_sandbox.settings(refresh_grace_seconds=600)
+    settings.CLOUDFLARE_REFRESH_GRACE_SECONDS = 600
+    try:
+        cf_sandbox.set_faults(drop_after_rotate=1)
+        assert grant_refresh(grant_id=grant.pk) == Outcome.UNCERTAIN
+        cf_sandbox.clear_faults()
+
+        assert grant_refresh(grant_id=grant.pk, force=True) == Outcome.REFRESHED
+    finally:
+        cf_sandbox.reset_settings()
+    grant.refresh_from_db()
+    truth = _truth(cf_sandbox, grant)
+    assert matches_ground_truth(grant, truth)
+    assert truth["reuse_count"] == 0 and truth["grace_count"] == 1
+
+
+def test_it_holds_without_a_reuse_when_the_server_keeps_old_access_tokens_alive(cf_sandbox, grant, settings):
+    cf_sandbox.settings(refresh_revokes_old_access=False)
+    settings.CLOUDFLARE_REFRESH_REVOKES_OLD_ACCESS = False
+    settings.GRANT_UNCERTAIN_SETTLE = 0
+    try:
+        cf_sandbox.set_faults(drop_after_rotate=1)
+        assert grant_refresh(grant_id=grant.pk) == Outcome.UNCERTAIN
+        cf_sandbox.clear_faults()
+
+        assert grant_refresh(grant_id=grant.pk, force=True) == Outcome.LOST
+    finally:
+        cf_sandbox.reset_settings()
+    assert _truth(cf_sandbox, grant)["reuse_count"] == 0
+
+
+def test_it_refreshes_after_a_timeout_that_the_server_never_acted_on(cf_sandbox, grant, settings):
+    # The first request timed out before the token endpoint processed it; the old access token
+    # still works, which proves it: the next refresh is safe.
+    from unittest.mock import patch
+
+    from connections import cloudflare
+
+    settings.GRANT_UNCERTAIN_SETTLE = 0
+    Grant.objects.filter(pk=grant.pk).update(access_expires_at=timezone.now() + timedelta(seconds=60))
+    with patch("connections.cloudflare.refresh", side_effect=cloudflare.UncertainOutcome("no answer")):
+        assert grant_refresh(grant_id=grant.pk) == Outcome.UNCERTAIN
+
+    assert grant_refresh(grant_id=grant.pk, force=True) == Outcome.REFRESHED
+    grant.refresh_from_db()
+    truth = _truth(cf_sandbox, grant)
+    assert matches_ground_truth(grant, truth) and truth["reuse_count"] == 0
 
 
 def test_it_raises_an_app_alert_when_the_client_secret_is_wrong(cf_sandbox, grant):

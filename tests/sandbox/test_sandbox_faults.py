@@ -205,3 +205,15 @@ def test_peak_rates_per_ip_and_user_are_recorded_and_the_ip_limit_can_be_enforce
     peaks = sandbox_clean.state()["peaks"]
     assert peaks["ip:127.0.0.1"] >= 4
     assert peaks[f"user:{sandbox_clean.grant(minted['grant_id'])['user_id']}"] >= 1
+
+
+def test_latency_can_vary_per_request_within_a_range(sandbox_clean):
+    minted = sandbox_clean.mint_grants(count=3)
+    sandbox_clean.set_faults(latency_ms=200, latency_max_ms=500, latency_endpoints=["token"], seed=3)
+    waits = []
+    for grant in minted:
+        started = time.monotonic()
+        assert refresh_tokens(sandbox_clean.base_url, grant["refresh_token"]).status_code == 200
+        waits.append(time.monotonic() - started)
+    assert all(0.2 <= w < 0.75 for w in waits), waits
+    assert max(waits) - min(waits) > 0.005

@@ -35,6 +35,8 @@ from .inputs import (
     check_record,
 )
 
+# Cloudflare's answer to creating a record identical to one already there.
+IDENTICAL_RECORD_CODE = 81058
 RECORD_FIELDS = ("id", "type", "name", "content", "ttl", "proxied", "priority", "comment")
 COMPARED_FIELDS = ("type", "name", "content", "ttl", "proxied", "priority", "comment")
 
@@ -227,7 +229,17 @@ def dns_record_create(api, zone, inputs: DnsRecordCreateInput) -> ActionResult:
     existing = _find_same(api, zone, record_type=new["type"], name=new["name"], content=new["content"])
     if existing:
         return ActionResult(summary={"record_id": existing["id"], "existed": True, "after": existing})
-    created = _call(api, _user(api), "POST", api.dns.records.create, zone_id=zone.cf_zone_id, **_sdk_fields(new))
+    try:
+        created = _call(api, _user(api), "POST", api.dns.records.create, zone_id=zone.cf_zone_id, **_sdk_fields(new))
+    except cloudflare_api.CloudflareApiError as exc:
+        # "An identical record already exists": a write we could not see when we looked (an earlier
+        # request still landing, or someone else's) made it. Read it back instead of failing.
+        if IDENTICAL_RECORD_CODE not in {e.get("code") for e in exc.errors or []}:
+            raise
+        existing = _find_same(api, zone, record_type=new["type"], name=new["name"], content=new["content"])
+        if existing is None:
+            raise
+        return ActionResult(summary={"record_id": existing["id"], "existed": True, "after": existing})
     view = record_view(created)
     return ActionResult(summary={"record_id": view["id"], "existed": False, "after": view})
 

@@ -12,7 +12,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -115,8 +115,6 @@ class ChangeAdmin(admin.ModelAdmin):
     ordering = ("-created_at",)
 
     def get_queryset(self, request):
-        from django.db.models import Count
-
         changes = super().get_queryset(request).annotate(_zones=Count("items"))
         if not staff_sees_all_clients(request):
             # An account manager sees the changes they started (items of other clients were refused).

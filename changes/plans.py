@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from clients.models import Zone
 from operations.catalogue import action_get
-from operations.executors import fqdn, record_view, same_content
+from operations.executors import fqdn, same_content
 from operations.gate import Actor, Refused, gate_check
 from operations.inputs import (
     CachePurgeInput,
@@ -70,11 +70,8 @@ class ItemOutcome:
     grant_failed: bool = False
 
 
-BLOCKED_WORDS = {
-    Outcome.REFUSED: "",
-    Outcome.AUTH_ERROR: "Cloudflare refused the connection (it may have been revoked, or a permission removed).",
-    Outcome.UNAVAILABLE: "Cloudflare was unavailable; nothing was applied.",
-}
+AUTH_ERROR_WORDS = "Cloudflare refused the connection (it may have been revoked, or a permission removed)."
+UNAVAILABLE_WORDS = "Cloudflare was unavailable; nothing was applied."
 
 
 def outcome_of_record(record: ActionRecord, *, done_detail: dict[str, Any]) -> ItemOutcome:
@@ -86,12 +83,12 @@ def outcome_of_record(record: ActionRecord, *, done_detail: dict[str, Any]) -> I
     if record.outcome == Outcome.REFUSED:
         return ItemOutcome("blocked", record.reason, {}, grant_id)
     if record.outcome == Outcome.AUTH_ERROR:
-        return ItemOutcome("blocked", BLOCKED_WORDS[Outcome.AUTH_ERROR], {}, grant_id, grant_failed=True)
+        return ItemOutcome("blocked", AUTH_ERROR_WORDS, {}, grant_id, grant_failed=True)
     if record.outcome == Outcome.UNAVAILABLE:
         retry_after = (record.result or {}).get("retry_after")
         if retry_after:
             return ItemOutcome("queued", "Rate limited at Cloudflare: waiting.", {}, grant_id, retry_after=retry_after)
-        return ItemOutcome("blocked", BLOCKED_WORDS[Outcome.UNAVAILABLE], {}, grant_id, grant_failed=True)
+        return ItemOutcome("blocked", UNAVAILABLE_WORDS, {}, grant_id, grant_failed=True)
     if record.outcome == Outcome.UNCERTAIN:
         # No answer: the write may or may not have been applied. The item runs again, and that run
         # reads before writing (the record there → "unchanged"; a purge is idempotent).
@@ -109,11 +106,9 @@ def outcome_of_preview(preview) -> ItemOutcome:
             {"changes": [{"before": change.before, "after": change.after}]},
             grant_id,
         )
-    if preview.outcome == "unchanged":
-        return ItemOutcome("unchanged", " ".join(preview.reasons), {}, grant_id)
-    if preview.outcome in ("refused", "invalid"):
-        return ItemOutcome(preview.outcome, " ".join(preview.reasons), {}, grant_id)
-    return ItemOutcome("refused", " ".join(preview.reasons), {}, grant_id)
+    # "unchanged", "refused", "invalid" as they are; an error during the dry run refuses the zone.
+    status = preview.outcome if preview.outcome in ("unchanged", "refused", "invalid") else "refused"
+    return ItemOutcome(status, " ".join(preview.reasons), {}, grant_id)
 
 
 @dataclass(frozen=True)
@@ -295,4 +290,4 @@ def plan_get(plan_id: str) -> Plan:
         raise UnknownPlan(f"Unknown bulk change: {plan_id}") from None
 
 
-__all__ = ["PLANS", "ItemOutcome", "Plan", "SetContentInput", "UnknownPlan", "plan_get", "record_view"]
+__all__ = ["PLANS", "ItemOutcome", "Plan", "SetContentInput", "UnknownPlan", "plan_get"]

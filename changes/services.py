@@ -251,30 +251,32 @@ def change_items_dispatch_stalled(*, now=None) -> int:
     """Re-dispatch items whose message is late (lost) and running items whose lease expired."""
     now = now or timezone.now()
     late = now - timedelta(seconds=settings.CHANGE_REDISPATCH_AFTER)
+    tasks = _item_tasks()
+    stalled = (
+        (
+            Q(status=Status.PENDING, change__status=Change.Status.PREVIEWING, dispatched_at__lt=late),
+            tasks.change_item_preview_task,
+        ),
+        (
+            Q(status=Status.QUEUED, change__status=Change.Status.RUNNING, dispatched_at__lt=late),
+            tasks.change_item_run_task,
+        ),
+        (
+            Q(status=Status.RUNNING, change__status=Change.Status.RUNNING, lease_until__lt=now),
+            tasks.change_item_run_task,
+        ),
+    )
     dispatched = 0
-    for status, phase_status, task_name in (
-        (Status.PENDING, Change.Status.PREVIEWING, "change_item_preview_task"),
-        (Status.QUEUED, Change.Status.RUNNING, "change_item_run_task"),
-    ):
+    for condition, task in stalled:
         with transaction.atomic():
             ids = list(
                 ChangeItem.objects.select_for_update(skip_locked=True)
-                .filter(status=status, change__status=phase_status, dispatched_at__lt=late)
+                .filter(condition)
                 .values_list("pk", flat=True)[:1000]
             )
             ChangeItem.objects.filter(pk__in=ids).update(dispatched_at=now)
-            task = getattr(_item_tasks(), task_name)
             transaction.on_commit(lambda ids=ids, task=task: enqueue_each(task, ids))
         dispatched += len(ids)
-    with transaction.atomic():
-        ids = list(
-            ChangeItem.objects.select_for_update(skip_locked=True)
-            .filter(status=Status.RUNNING, change__status=Change.Status.RUNNING, lease_until__lt=now)
-            .values_list("pk", flat=True)[:1000]
-        )
-        ChangeItem.objects.filter(pk__in=ids).update(dispatched_at=now)
-        transaction.on_commit(lambda: enqueue_each(_item_tasks().change_item_run_task, ids))
-    dispatched += len(ids)
     if dispatched:
         logger.info("bulk changes: %s stalled item(s) dispatched again", dispatched)
     return dispatched

@@ -10,59 +10,20 @@ from __future__ import annotations
 
 import shutil
 import time
-from datetime import timedelta
 
 import pytest
-from django.utils import timezone
 
 from connections.models import Alert, Grant
-from connections.services.refresh import grants_dispatch_due_refreshes
 from connections.tasks import check_grant_task, refresh_grant_task
 from tests.faults.conftest import wait_until
-from tests.sandbox_grants import mint_grants, register_app
+from tests.faults.ground_truth import TOKEN_CALLS
+from tests.faults.ground_truth import due_grants as _due
+from tests.faults.ground_truth import settled as _settled
+from tests.faults.ground_truth import sweep as _sweep
+from tests.faults.ground_truth import truth as _truth
+from tests.sandbox_grants import register_app
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.redis, pytest.mark.sandbox]
-
-TOKEN_CALLS = "token:refresh_token"
-
-
-def _due(cf_sandbox, app, client, count: int) -> list[Grant]:
-    grants = mint_grants(cf_sandbox, app=app, client=client, count=count)
-    now = timezone.now()
-    Grant.objects.filter(pk__in=[g.pk for g in grants]).update(
-        authorized_at=now - timedelta(hours=1),
-        access_expires_at=now + timedelta(seconds=20),
-        next_refresh_at=now - timedelta(seconds=1),
-    )
-    return list(Grant.objects.filter(pk__in=[g.pk for g in grants]).order_by("pk"))
-
-
-def _truth(cf_sandbox, app) -> dict[str, dict]:
-    """Sandbox grants of this app by the portal's cf_user_id (the sandbox grant id, hex)."""
-    return {t["id"].replace("-", ""): t for t in cf_sandbox.state(client_id=app.client_id)["grants"]}
-
-
-def _sweep() -> None:
-    grants_dispatch_due_refreshes()
-
-
-def _settled(cf_sandbox, app, *, allow_lost: bool = False, revoked: set[int] = frozenset()) -> bool:
-    """Every grant is fresh and holds the current token (or is revoked / lost as allowed)."""
-    truth = _truth(cf_sandbox, app)
-    soon = timezone.now() + timedelta(minutes=10)
-    for grant in Grant.objects.filter(app=app):
-        if grant.pk in revoked:
-            if grant.status != Grant.Status.REVOKED:
-                return False
-            continue
-        if allow_lost and grant.status == Grant.Status.LOST:
-            continue
-        current = truth[grant.cf_user_id]["current_refresh_token_sha256"]
-        if not (
-            grant.status == Grant.Status.ACTIVE and grant.access_expires_at > soon and grant.refresh_token_fp == current
-        ):
-            return False
-    return True
 
 
 def _assert_no_false_revocation(cf_sandbox, app) -> None:

@@ -281,14 +281,16 @@ def _within_grace(grant: Grant, now: datetime) -> bool:
 def _resolve_uncertain(grant: Grant, seen_gen: int) -> Outcome | None:
     """None when a refresh may be sent now; else the outcome of waiting or deciding without a call."""
     now = timezone.now()
-    if _within_grace(grant, now):
-        return None  # whatever happened, the server accepts this refresh token once more
     settle_at = grant.refresh_uncertain_since + timedelta(seconds=settings.GRANT_UNCERTAIN_SETTLE)
     if now < settle_at:
-        # The first request may still be running at Cloudflare: a probe now could see the old
-        # access token alive a moment before the refresh revokes it.
+        # The first request may still be running at Cloudflare. A probe now could see the old
+        # access token alive a moment before the refresh revokes it; a re-send within a grace
+        # period could rotate first and have the late first request rotate again behind it, leaving
+        # us with a token that is no longer the newest. Both wait until it has certainly finished.
         _release(grant, seen_gen, next_refresh_at=settle_at + timedelta(seconds=random.uniform(0, 2)))
         return Outcome.AWAITING_EVIDENCE
+    if _within_grace(grant, now):
+        return None  # whatever happened, the server accepts this refresh token once more
     try:
         evidence = uncertain_evidence(grant)
     except cloudflare.TransientError as exc:

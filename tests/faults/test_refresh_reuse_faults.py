@@ -106,17 +106,7 @@ def test_it_loses_nothing_when_the_token_endpoint_is_slow_but_under_its_timeout(
 
 @pytest.mark.parametrize(
     "grace",
-    [
-        0,
-        pytest.param(
-            120,
-            # Known open defect: with a server grace period the grants whose answer came after the
-            # timeout are not all fresh again within the test's window (reuse stays 0).
-            marks=pytest.mark.xfail(
-                reason="recovery with a server grace period is slower than the window", strict=False
-            ),
-        ),
-    ],
+    [0, 120],
     ids=["no-grace", "server-grace"],
 )
 def test_it_reuses_nothing_when_the_token_endpoint_answers_after_the_timeout(

@@ -11,7 +11,7 @@ import os
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import task_postrun, task_prerun, worker_ready
+from celery.signals import task_postrun, task_prerun, worker_process_shutdown, worker_ready, worker_shutdown
 from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agencyportal.settings")
@@ -33,6 +33,15 @@ def _close_old_connections(**kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_process_shutdown.connect  # prefork: each pool process
+@worker_shutdown.connect  # threads / solo pools: the worker itself
+def _flush_fleet_counts(**kwargs) -> None:
+    """The dashboard's refresh counters gathered in this process are written before it exits."""
+    from agencyportal.models import DailyFleetStats
+
+    DailyFleetStats.flush_counts()
 
 
 # The periodic schedule, defined once. Each entry only claims due rows; see connections/tasks.py.

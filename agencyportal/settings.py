@@ -281,6 +281,12 @@ GRANT_FAILURE_THRESHOLD = env.int("GRANT_FAILURE_THRESHOLD", default=3)  # failu
 # Seconds a refresh claim lasts; its holder extends it every third of it (a heartbeat) while it works,
 # so a call may take longer, and a dead holder's grant is free again within one lease.
 GRANT_REFRESH_LEASE = env.int("GRANT_REFRESH_LEASE", default=30)
+# The lease is never shorter than a whole token call (connect + token read timeout) plus this margin,
+# and a refresh is sent only while that much of it is left: no second holder can exist while a token
+# is in flight, whatever the pool (prefork, threads, gevent) and its time limits.
+GRANT_LEASE_MARGIN = env.int("GRANT_LEASE_MARGIN", default=5)
+# Seconds between writes of the dashboard's refresh counters by each worker process (0: at once).
+FLEET_COUNT_FLUSH_SECONDS = env.int("FLEET_COUNT_FLUSH_SECONDS", default=10)
 AUTHORIZATION_REQUEST_TTL = env.int("AUTHORIZATION_REQUEST_TTL", default=600)  # seconds
 # Revocation at Cloudflare after a disconnect: retried with exponential backoff from BASE to MAX s.
 GRANT_REVOKE_BACKOFF_BASE = env.int("GRANT_REVOKE_BACKOFF_BASE", default=30)

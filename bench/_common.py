@@ -49,7 +49,7 @@ def prepare_environment(args) -> dict[str, str]:
         "CELERY_TASK_DEFAULT_QUEUE": f"bench-{os.getpid()}",
         "TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "SECRET_KEY": "bench-only-" + "x" * 40,
-        "DEBUG": "True",
+        "DEBUG": "False",  # as in production: no query log in the workers
         "VAR_DIR": var_dir,
         "LOG_LEVEL": "WARNING",
         "CONN_MAX_AGE": "60",
@@ -75,7 +75,7 @@ def _ensure_pg_database(parts, name: str) -> None:
 def setup_django(env: dict[str, str]) -> None:
     log(f"migrating {env['DATABASE_URL'].rsplit('@', 1)[-1]}")
     subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        [sys.executable, "manage.py", "migrate", "--noinput", "--skip-checks", "-v", "0"],
         cwd=ROOT,
         env={**os.environ, **env},
         check=True,
@@ -122,8 +122,9 @@ def start_sandbox(*, access_ttl: int):
 class WorkerPool:
     """One `celery worker` (prefork, K processes) in its own process group, with an RSS sampler."""
 
-    def __init__(self, *, concurrency: int, log_path: Path) -> None:
+    def __init__(self, *, concurrency: int, log_path: Path, pool: str = "prefork") -> None:
         self.concurrency = concurrency
+        self.pool = pool
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self.peak_rss = 0
@@ -141,7 +142,7 @@ class WorkerPool:
                     "-l",
                     "warning",
                     "-P",
-                    "prefork",
+                    self.pool,
                     "-c",
                     str(self.concurrency),
                     "-Q",
@@ -160,7 +161,8 @@ class WorkerPool:
             )
         # Ready when the pool children exist (the banner is not printed at level warning).
         deadline = time.monotonic() + 60
-        while len(_group_pids(self.proc.pid)) < self.concurrency + 1:
+        children = self.concurrency if self.pool == "prefork" else 0
+        while len(_group_pids(self.proc.pid)) < children + 1:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(self.log_path.read_text()[-3000:])
             time.sleep(0.2)
@@ -187,6 +189,66 @@ class WorkerPool:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU used so far by the worker and its pool processes."""
+        return sum(_cpu(pid) for pid in _group_pids(self.proc.pid))
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+
+
+class DatabaseCpu:
+    """CPU used by the PostgreSQL backends serving one database (sampled: backends come and go)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, float] = {}
+        self._base: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _pids(self) -> list[int]:
+        from django.db import connection
+
+        if connection.vendor != "postgresql":
+            return []
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return [row[0] for row in cursor.fetchall()]
+
+    def _sample(self) -> None:
+        for pid in self._pids():
+            self._seen[pid] = _cpu(pid)
+
+    def start(self) -> DatabaseCpu:
+        self._sample()
+        self._base = dict(self._seen)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        from django.db import connection
+
+        while not self._stop.wait(0.25):
+            self._sample()
+        connection.close()
+
+    def stop(self) -> float:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return sum(cpu - self._base.get(pid, 0.0) for pid, cpu in self._seen.items())
 
 
 def _group_pids(pgid: int) -> list[int]:

@@ -1,7 +1,7 @@
 """Benchmark: the refresh pipeline (sweep → Redis → K worker processes → sandbox → PostgreSQL).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/agencyportal CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \\
-        .venv/bin/python bench/refresh_sweep.py [--n 10000] [--workers 4]
+        .venv/bin/python bench/refresh_sweep.py [--n 2000] [--concurrency 4] [--latency-ms 150] [--pool prefork]
 
 Seeds N grants (minted at the sandbox with POST /__sandbox__/grants, then bulk_create'd as portal
 grants with the same tokens), makes them due (all at once, or spread over --spread seconds), runs
@@ -12,7 +12,13 @@ the real sweep every --sweep-interval seconds against K worker processes, and pr
 - their ratio;
 - token calls per refresh, from the sandbox's own counters (must be 1.00);
 - p95 lateness of refreshes against their due time;
-- peak memory of the worker processes (RSS, parent + pool).
+- peak memory of the worker processes (RSS, parent + pool);
+- CPU per refresh: the worker processes' user + system time plus that of the PostgreSQL backends
+  serving the benchmark database, over the pipeline run, divided by the refreshes.
+
+Latency is injected at the sandbox's token endpoint (real Cloudflare answers in 100–300 ms) for
+both the bare loop and the pipeline. The last line sums it up:
+`ratio=<pipeline/bare> calls_per_refresh=<x> reuse=<n> cpu_ms_per_refresh=<x>`.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (  # noqa: E402
+    DatabaseCpu,
     WorkerPool,
     log,
     p95,
@@ -75,8 +82,16 @@ def bare_loop(sandbox, app, client, *, count: int, workers: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=10_000, help="grants (default 10,000)")
-    parser.add_argument("--workers", type=int, default=4, help="worker processes K (default 4)")
+    parser.add_argument("--n", type=int, default=2_000, help="grants (default 2,000)")
+    parser.add_argument(
+        "--concurrency", "--workers", dest="workers", type=int, default=4, help="concurrent refreshes K (default 4)"
+    )
+    parser.add_argument(
+        "--pool", default="prefork", choices=["prefork", "threads"], help="Celery pool (default prefork)"
+    )
+    parser.add_argument(
+        "--latency-ms", type=int, default=150, help="token endpoint latency at the sandbox (default 150)"
+    )
     parser.add_argument("--ttl", type=int, default=300, help="access token lifetime at the sandbox (s)")
     parser.add_argument("--spread", type=float, default=0.0, help="spread the due times over S seconds")
     parser.add_argument("--sweep-interval", type=float, default=2.0, help="seconds between sweeps (beat: 60)")
@@ -98,10 +113,12 @@ def main() -> None:
     from tests.sandbox_grants import mint_grants, register_app
 
     sandbox = start_sandbox(access_ttl=args.ttl)
-    pool = WorkerPool(concurrency=args.workers, log_path=Path(env["VAR_DIR"]) / "worker.log")
+    pool = WorkerPool(concurrency=args.workers, pool=args.pool, log_path=Path(env["VAR_DIR"]) / "worker.log")
     try:
         client, _ = Client.objects.get_or_create(slug="bench", defaults={"name": "Bench client"})
         app = register_app(sandbox, name="Bench app")
+        if args.latency_ms:
+            sandbox.set_faults(latency_ms=args.latency_ms, latency_max_ms=args.latency_ms, latency_endpoints=["token"])
 
         log(f"bare loop: {args.bare_n} token calls with {args.workers} processes")
         ceiling = bare_loop(sandbox, app, client, count=args.bare_n, workers=args.workers)
@@ -125,6 +142,8 @@ def main() -> None:
 
         pool.start()
         sandbox.reset_counters()
+        cpu_before = pool.cpu_seconds()
+        db_cpu = DatabaseCpu().start()
         log(f"workers up ({args.workers} processes); sweeping every {args.sweep_interval}s")
         t0 = time.monotonic()
         last_print = 0.0
@@ -145,6 +164,8 @@ def main() -> None:
                 log(f"progress: {done}/{args.n} refreshed, {done / elapsed:.1f}/s")
                 last_print = time.monotonic()
         time.sleep(3)  # let refreshes in flight land before counting
+        worker_cpu = pool.cpu_seconds() - cpu_before
+        database_cpu = db_cpu.stop()
         refreshed = Grant.objects.filter(app=app, refresh_generation__gte=1)
         finished = list(refreshed.values_list("pk", "last_refreshed_at"))
         first_due = min(due.values())
@@ -164,7 +185,7 @@ def main() -> None:
 
         print()
         print(
-            f"N={args.n} K={args.workers} access_ttl={args.ttl}s sweep every {args.sweep_interval}s "
+            f"N={args.n} K={args.workers} ({args.pool}) latency={args.latency_ms}ms access_ttl={args.ttl}s sweep every {args.sweep_interval}s "
             f"spread={args.spread}s global cap={args.global_rate}/s"
         )
         print(f"refreshed:                {len(finished)}/{args.n} in {elapsed:.1f}s")
@@ -174,8 +195,17 @@ def main() -> None:
         print(f"token calls per refresh:  {calls / max(1, refreshes):.2f} ({calls} calls, {refreshes} refreshes)")
         print(f"refresh-token reuses:     {reuse}")
         print(f"p95 lateness vs due time: {p95(lateness):.1f}s (max {max(lateness):.1f}s)")
-        print(f"peak worker memory (RSS): {pool.peak_rss / 2**20:.0f} MiB for {args.workers + 1} processes")
+        print(f"peak worker memory (RSS): {pool.peak_rss / 2**20:.0f} MiB ({args.pool}, concurrency {args.workers})")
+        per = 1000 / max(1, refreshes)
+        print(
+            f"CPU per refresh:          {(worker_cpu + database_cpu) * per:.1f} ms "
+            f"(worker {worker_cpu * per:.1f} ms, PostgreSQL {database_cpu * per:.1f} ms)"
+        )
         print(f"grant statuses:           {statuses}")
+        print(
+            f"ratio={rate / ceiling:.2f} calls_per_refresh={calls / max(1, refreshes):.2f} reuse={reuse} "
+            f"cpu_ms_per_refresh={(worker_cpu + database_cpu) * per:.1f}"
+        )
     finally:
         pool.stop()
         purge_queue()

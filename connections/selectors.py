@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from .models import Alert, Grant
 
@@ -33,8 +33,17 @@ def grants_due_for_check(*, now: datetime) -> QuerySet[Grant]:
 
 
 def grant_for_engine(*, grant_id: int) -> Grant | None:
-    """One grant with what the refresh and check services touch (app credentials, client name)."""
-    return Grant.objects.select_related("app", "client").filter(pk=grant_id).first()
+    """One grant with what the refresh and check services touch (app credentials, client name), and
+    whether its app has an open "credentials refused" alert (a success closes it). One query."""
+    config_alert = Alert.objects.filter(
+        app_id=OuterRef("app_id"), grant__isnull=True, kind=Alert.Kind.CLIENT_CONFIG, resolved_at__isnull=True
+    )
+    return (
+        Grant.objects.select_related("app", "client")
+        .annotate(app_config_alert_open=Exists(config_alert))
+        .filter(pk=grant_id)
+        .first()
+    )
 
 
 def alerts_due_for_delivery(*, now: datetime) -> QuerySet[Alert]:

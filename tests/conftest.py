@@ -20,6 +20,7 @@ def _test_settings(settings):
     """Every test runs with dedicated encryption keys (never the dev key file) and a fast hasher."""
     settings.TOKEN_ENCRYPTION_KEYS = list(TEST_KEYS)
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.FLEET_COUNT_FLUSH_SECONDS = 0  # the dashboard's counters written at once (batching: its own test)
     # Login throttling and staff MFA have their own tests (tests/test_staff_security.py), which
     # switch them on; elsewhere they would only get in the way of logging personas in.
     settings.AXES_ENABLED = False

@@ -114,3 +114,23 @@ def test_it_counts_overdue_refreshes_and_links_to_them(admin_client):
     assert "?expiry=overdue" in body
     listed = admin_client.get(reverse("admin:connections_grant_changelist"), {"expiry": "overdue"}).content.decode()
     assert overdue.cf_user_email in listed and "fine@x.example" not in listed
+
+
+def test_the_engine_gathers_refresh_counts_and_writes_them_every_few_seconds(db, settings):
+    # Every refresh updating one row per day made workers queue on it: the engine's counts gather
+    # in the process and are written together (one UPDATE per field), and nothing is lost.
+    settings.FLEET_COUNT_FLUSH_SECONDS = 3600
+    DailyFleetStats.flush_counts()  # starts the interval now
+    for _ in range(5):
+        DailyFleetStats.count_refresh(ok=True, batched=True)
+    DailyFleetStats.count_refresh(ok=False, batched=True)
+    assert not DailyFleetStats.objects.exists()
+
+    DailyFleetStats.flush_counts()  # every FLEET_COUNT_FLUSH_SECONDS, and when the process exits
+    stats = DailyFleetStats.objects.get()
+    assert (stats.refresh_ok, stats.refresh_failed) == (5, 1)
+
+    settings.FLEET_COUNT_FLUSH_SECONDS = 0
+    DailyFleetStats.count_refresh(ok=True, batched=True)
+    stats.refresh_from_db()
+    assert stats.refresh_ok == 6

@@ -35,6 +35,7 @@ import logging
 import random
 import threading
 import time
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -132,16 +133,13 @@ def grant_refresh(*, grant_id: int, force: bool = False) -> Outcome:
     # 0. Tokens received during a database outage go in first: without them the stored refresh
     # token is a rotated one, and presenting it would be a reuse.
     _spool_apply_quietly(grant_id)
-    grant = grant_for_engine(grant_id=grant_id)
-    if grant is None or grant.status not in REFRESHABLE_STATUSES:
-        return _log(grant_id, Outcome.NOT_LIVE)
     now = timezone.now()
-    seen_gen = grant.refresh_generation
-    lease_until = now + timedelta(seconds=settings.GRANT_REFRESH_LEASE)
+    lease_until = now + timedelta(seconds=lease_seconds())
 
-    # 1. Claim. Refresh tokens are single-use: a second caller would present a rotated token.
+    # 1. Claim. Refresh tokens are single-use: a second caller would present a rotated token. The
+    # generation is read after the claim: whoever changes the row from now on bumps it (the fence).
     claimed = (
-        Grant.objects.filter(pk=grant_id, status__in=REFRESHABLE_STATUSES, refresh_generation=seen_gen)
+        Grant.objects.filter(pk=grant_id, status__in=REFRESHABLE_STATUSES)
         .filter(Q(refresh_lease_until__isnull=True) | Q(refresh_lease_until__lt=now))
         .update(
             refresh_lease_until=lease_until,
@@ -157,12 +155,23 @@ def grant_refresh(*, grant_id: int, force: bool = False) -> Outcome:
         )
     )
     if claimed != 1:
-        return _log(grant_id, Outcome.SKIPPED)
+        live = Grant.objects.filter(pk=grant_id, status__in=REFRESHABLE_STATUSES).exists()
+        return _log(grant_id, Outcome.SKIPPED if live else Outcome.NOT_LIVE)
 
+    grant = None
     try:
-        # 2. Re-read under the claim: the row we act on is the row we own. Everything the call
-        # needs is loaded here: a failure up to the call sent nothing, so it is never "uncertain".
-        grant.refresh_from_db()
+        # 2. Read under the claim, with the app: the row we act on is the row we own. Everything the
+        # call needs is loaded here: a failure up to the call sent nothing, so it is never "uncertain".
+        grant = grant_for_engine(grant_id=grant_id)
+        if grant is None or grant.refresh_lease_until != lease_until:
+            # Gone, or ended and re-claimed in between (cannot happen under our lease): nothing sent.
+            return _log(grant_id, Outcome.NOT_LIVE if grant is None else Outcome.SKIPPED)
+        seen_gen = grant.refresh_generation
+        if _spool_pending(grant_id):
+            # Tokens from an earlier holder appeared in the spool since we looked: the stored refresh
+            # token is a rotated one. Stand back; the spool is applied once the claim ends.
+            _release(grant, seen_gen, next_refresh_at=now + timedelta(seconds=1))
+            return _log(grant_id, Outcome.DEFERRED)
         app = grant.app
         app.client_secret  # noqa: B018 - decrypted now, not inside the call
         if not force and grant.refresh_uncertain_since is None and _is_fresh(grant, now):
@@ -176,23 +185,32 @@ def grant_refresh(*, grant_id: int, force: bool = False) -> Outcome:
             _release(grant, seen_gen, next_refresh_at=None, last_error="No refresh token: cannot refresh.")
             return _log(grant_id, Outcome.NO_REFRESH_TOKEN)
     except crypto.TokenDecryptionError:
-        _release(
-            grant,
-            seen_gen,
+        Grant.objects.filter(pk=grant_id, refresh_lease_until=lease_until).update(
+            refresh_lease_until=None,
             next_refresh_at=now + timedelta(seconds=settings.GRANT_RETRY_MAX),
             last_error="Stored token cannot be decrypted with TOKEN_ENCRYPTION_KEYS.",
         )
         logger.error("grant refresh: grant=%s cannot decrypt its tokens (encryption keys changed?)", grant_id)
         return _log(grant_id, Outcome.TRANSIENT)
     except BaseException:
-        _release(grant, seen_gen)
+        Grant.objects.filter(pk=grant_id, refresh_lease_until=lease_until).update(refresh_lease_until=None)
         raise
 
-    with LeaseHeartbeat(grant_id=grant_id, generation=seen_gen):
-        return _log(grant_id, _refresh_claimed(grant, app, seen_gen, now))
+    with LeaseHeartbeat(grant_id=grant_id, generation=seen_gen, until=lease_until) as lease:
+        return _log(grant_id, _refresh_claimed(grant, app, seen_gen, now, lease))
 
 
-def _refresh_claimed(grant: Grant, app, seen_gen: int, now: datetime) -> Outcome:
+def call_budget() -> float:
+    """The longest a token call can take: connect plus the token endpoint's own read timeout."""
+    return float(settings.CLOUDFLARE_CONNECT_TIMEOUT) + float(settings.CLOUDFLARE_TOKEN_READ_TIMEOUT)
+
+
+def lease_seconds() -> float:
+    """The claim's length: never shorter than a whole token call plus the margin."""
+    return max(float(settings.GRANT_REFRESH_LEASE), call_budget() + float(settings.GRANT_LEASE_MARGIN))
+
+
+def _refresh_claimed(grant: Grant, app, seen_gen: int, now: datetime, lease: LeaseHeartbeat) -> Outcome:
     """Steps 3 and 4 for a grant we hold: evidence first if needed, then one call, then the write."""
     # The global outbound cap (Cloudflare counts requests per IP). Wait a little inside the lease,
     # else give the grant back and come again: the budget is not this grant's failure.
@@ -206,6 +224,15 @@ def _refresh_claimed(grant: Grant, app, seen_gen: int, now: datetime) -> Outcome
         if decision is not None:
             return decision
 
+    # Never send unless the lease outlives the whole call: then no second holder can exist while the
+    # token is in flight, whatever the pool and its time limits (the heartbeat is a bonus, not the
+    # guarantee). The rate-limit wait or the evidence probe may have used some of it.
+    if not lease.ensure(call_budget() + float(settings.GRANT_LEASE_MARGIN) / 2):
+        try:
+            _release(grant, seen_gen)
+        except DatabaseError:
+            _close_broken_connection()  # the lease runs out on its own; nothing was sent
+        return Outcome.DEFERRED
     old_fp = grant.refresh_token_fp
     sent_at = timezone.now()
     # 3. One call, outside any transaction, no retry.
@@ -228,7 +255,7 @@ def _refresh_claimed(grant: Grant, app, seen_gen: int, now: datetime) -> Outcome
         _mark_uncertain(grant, seen_gen, "Refresh interrupted; outcome unknown.")
         raise
     # 4. Store at once, fenced on what we read; never drop what Cloudflare gave us.
-    return _on_success_durable(grant, seen_gen, old_fp, token, sent_at)
+    return _on_success_durable(grant, seen_gen, old_fp, token, sent_at, lease)
 
 
 # --- An unanswered refresh: evidence before anything is sent again ------------------------------
@@ -319,9 +346,10 @@ class LeaseHeartbeat:
     connection (closed at the end); a failed extension is only logged (the fences still hold).
     """
 
-    def __init__(self, *, grant_id: int, generation: int) -> None:
+    def __init__(self, *, grant_id: int, generation: int, until: datetime | None = None) -> None:
         self.grant_id = grant_id
         self.generation = generation
+        self.until = until or timezone.now()  # the lease's end as last written by us
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -331,25 +359,42 @@ class LeaseHeartbeat:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+
+    def extend(self) -> bool:
+        """Push the lease's end one lease length from now, if it is still ours. Never raises."""
+        now = timezone.now()
+        until = now + timedelta(seconds=lease_seconds())
+        try:
+            extended = Grant.objects.filter(
+                pk=self.grant_id, refresh_generation=self.generation, refresh_lease_until__gte=now
+            ).update(refresh_lease_until=until, next_refresh_at=until)
+        except DatabaseError as exc:
+            logger.warning("grant refresh: grant=%s lease not extended (%s)", self.grant_id, type(exc).__name__)
+            _close_broken_connection()
+            return False
+        if extended:
+            self.until = max(self.until, until)
+        return bool(extended)
+
+    def ensure(self, seconds: float) -> bool:
+        """True when the lease has at least `seconds` left (extending it now if needed)."""
+        if (self.until - timezone.now()).total_seconds() >= seconds:
+            return True
+        return self.extend() and (self.until - timezone.now()).total_seconds() >= seconds
 
     def _run(self) -> None:
         from django.db import connection
 
-        interval = max(0.5, settings.GRANT_REFRESH_LEASE / 3)
+        interval = max(0.5, lease_seconds() / 3)
         try:
             while not self._stop.wait(interval):
-                now = timezone.now()
-                until = now + timedelta(seconds=settings.GRANT_REFRESH_LEASE)
-                try:
-                    Grant.objects.filter(
-                        pk=self.grant_id, refresh_generation=self.generation, refresh_lease_until__gte=now
-                    ).update(refresh_lease_until=until, next_refresh_at=until)
-                except DatabaseError as exc:
-                    logger.warning("grant refresh: grant=%s lease not extended (%s)", self.grant_id, type(exc).__name__)
-                    _close_broken_connection()
+                self.extend()
         finally:
             connection.close()
 
@@ -362,6 +407,15 @@ def _close_broken_connection() -> None:
             connection.close()
         except Exception:  # noqa: BLE001, S110 - it is broken already; the next query reconnects
             pass
+
+
+def _spool_pending(grant_id: int) -> bool:
+    from .token_spool import spool_pending
+
+    try:
+        return spool_pending(grant_id=grant_id)
+    except Exception:  # noqa: BLE001 - unreadable spool: the pre-claim apply already logged it
+        return False
 
 
 def _spool_apply_quietly(grant_id: int) -> None:
@@ -386,8 +440,9 @@ def _log(grant_id: int, outcome: Outcome) -> Outcome:
     if outcome in _COUNTED_OK or outcome in _COUNTED_FAILED or outcome in _COUNTED_ENDED:
         from agencyportal.models import DailyFleetStats
 
-        DailyFleetStats.count_refresh(ok=outcome in _COUNTED_OK, ended=outcome in _COUNTED_ENDED)
-        _history_record(grant_id, outcome)
+        DailyFleetStats.count_refresh(ok=outcome in _COUNTED_OK, ended=outcome in _COUNTED_ENDED, batched=True)
+        if outcome != Outcome.REFRESHED:  # a success records its history in the fenced write itself
+            _history_record(grant_id, outcome)
     return outcome
 
 
@@ -427,7 +482,12 @@ def _mark_uncertain(grant: Grant, seen_gen: int, error: str) -> None:
 
 
 def _on_success_durable(
-    grant: Grant, seen_gen: int, old_fp: str, token: cloudflare.TokenResponse, sent_at: datetime
+    grant: Grant,
+    seen_gen: int,
+    old_fp: str,
+    token: cloudflare.TokenResponse,
+    sent_at: datetime,
+    lease: LeaseHeartbeat | None = None,
 ) -> Outcome:
     """Write the new tokens; retry while the database is unreachable; spool them if it stays so.
 
@@ -451,14 +511,24 @@ def _on_success_durable(
                 delay = min(delay * 2, 4.0)
     except BaseException:
         # A soft time limit or shutdown while retrying: the tokens still must not be lost.
-        _spool(grant, seen_gen, old_fp, token, sent_at)
+        _spool(grant, seen_gen, old_fp, token, sent_at, lease)
         raise
-    _spool(grant, seen_gen, old_fp, token, sent_at)
+    _spool(grant, seen_gen, old_fp, token, sent_at, lease)
     return Outcome.SPOOLED
 
 
-def _spool(grant: Grant, seen_gen: int, old_fp: str, token: cloudflare.TokenResponse, sent_at: datetime) -> None:
+def _spool(
+    grant: Grant,
+    seen_gen: int,
+    old_fp: str,
+    token: cloudflare.TokenResponse,
+    sent_at: datetime,
+    lease: LeaseHeartbeat | None = None,
+) -> None:
     from .token_spool import SpooledTokens, spool_put
+
+    if lease is not None:
+        lease.stop()  # the lease ends where the record says: nobody extends it past that
 
     spool_put(
         SpooledTokens(
@@ -470,6 +540,7 @@ def _spool(grant: Grant, seen_gen: int, old_fp: str, token: cloudflare.TokenResp
             expires_in=token.expires_in,
             scopes=list(token.scopes),
             sent_at=sent_at.isoformat(),
+            lease_until=lease.until.isoformat() if lease is not None else "",
         )
     )
 
@@ -483,35 +554,44 @@ def _on_success(
     # A response without refresh_token keeps the old one (non-rotating servers, OA-11).
     new_refresh = token.refresh_token or grant.refresh_token
     scopes_changed = bool(token.scopes) and set(token.scopes) != set(grant.granted_scopes)
-    with transaction.atomic():
-        fence = Grant.objects.filter(pk=grant.pk, refresh_generation=seen_gen, refresh_token_fp=old_fp)
-        row = fence.select_for_update().values("status").first()
-        if row is None:
-            # Only possible if someone wrote the row without holding the lease. Our tokens are the
-            # newest at Cloudflare, but writing over an unknown change is worse: say it loudly.
+    # Read under our lease: only a lease holder changes these (the fence below proves it).
+    was_failing = grant.status == Grant.Status.REFRESH_FAILING
+    config_alert_open = getattr(grant, "app_config_alert_open", True)
+    entry = {"at": now.isoformat(timespec="seconds"), "outcome": Outcome.REFRESHED.value}
+    updates: dict = {
+        "access_token": token.access_token,
+        "access_token_fp": crypto.fingerprint(token.access_token),
+        "refresh_token": new_refresh,
+        "refresh_token_fp": crypto.fingerprint(new_refresh),
+        "access_expires_at": expires_at,
+        "last_refreshed_at": now,
+        "next_refresh_at": refresh_due_at(expires_at=expires_at, lifetime=token.expires_in),
+        "refresh_lease_until": None,
+        "refresh_uncertain_since": None,
+        "refresh_failing_since": None,
+        "consecutive_failures": 0,
+        "last_error": "",
+        "refresh_generation": F("refresh_generation") + 1,
+        "refresh_history": [entry, *(grant.refresh_history or [])][:REFRESH_HISTORY_LENGTH],
+        "refresh_count": F("refresh_count") + 1,
+    }
+    if was_failing:
+        updates.update(status=Grant.Status.ACTIVE, status_changed_at=now)
+    if scopes_changed:
+        updates["granted_scopes"] = token.scopes
+    fence = Grant.objects.filter(
+        pk=grant.pk, refresh_generation=seen_gen, refresh_token_fp=old_fp, status__in=REFRESHABLE_STATUSES
+    )
+    # A routine refresh is this one UPDATE (its own transaction); events and alerts only go with it
+    # in one transaction when there are any.
+    side_effects = was_failing or scopes_changed or grant.consecutive_failures or config_alert_open
+    with transaction.atomic() if side_effects else nullcontext():
+        if not fence.update(**updates):
+            # Only possible if someone wrote the row without holding the lease, or the grant ended
+            # meanwhile. Our tokens are the newest at Cloudflare, but writing over an unknown change
+            # is worse: say it loudly.
             logger.error("grant refresh: grant=%s row changed under the lease; new tokens discarded", grant.pk)
             return Outcome.CONFLICT
-        was_failing = row["status"] == Grant.Status.REFRESH_FAILING
-        updates: dict = {
-            "access_token": token.access_token,
-            "access_token_fp": crypto.fingerprint(token.access_token),
-            "refresh_token": new_refresh,
-            "refresh_token_fp": crypto.fingerprint(new_refresh),
-            "access_expires_at": expires_at,
-            "last_refreshed_at": now,
-            "next_refresh_at": refresh_due_at(expires_at=expires_at, lifetime=token.expires_in),
-            "refresh_lease_until": None,
-            "refresh_uncertain_since": None,
-            "refresh_failing_since": None,
-            "consecutive_failures": 0,
-            "last_error": "",
-            "refresh_generation": F("refresh_generation") + 1,
-        }
-        if was_failing:
-            updates.update(status=Grant.Status.ACTIVE, status_changed_at=now)
-        if scopes_changed:
-            updates["granted_scopes"] = token.scopes
-        fence.update(**updates)
         if scopes_changed:
             event_record(
                 grant=grant,
@@ -541,10 +621,11 @@ def _on_success(
             from .alerts import incident_recovered_if_over
 
             incident_recovered_if_over(app=grant.app, now=now)
-        # The app's credentials evidently work: close an app-wide configuration alarm, if any.
-        Alert.objects.filter(
-            app_id=grant.app_id, grant__isnull=True, kind=Alert.Kind.CLIENT_CONFIG, resolved_at__isnull=True
-        ).update(resolved_at=now)
+        if config_alert_open:
+            # The app's credentials evidently work: close the app-wide configuration alarm.
+            Alert.objects.filter(
+                app_id=grant.app_id, grant__isnull=True, kind=Alert.Kind.CLIENT_CONFIG, resolved_at__isnull=True
+            ).update(resolved_at=now)
     return Outcome.REFRESHED
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from .. import crypto, ratelimit
@@ -54,6 +54,9 @@ class SpooledTokens:
     expires_in: int
     scopes: list[str]
     sent_at: str  # ISO time the refresh request was sent (the expiry counts from it)
+    # The spooling holder's lease end (ISO): its own claim does not keep the record out, a later
+    # holder's does (that one read the row already and stands back).
+    lease_until: str = ""
 
     @property
     def key(self) -> str:
@@ -172,11 +175,27 @@ def spool_apply(*, grant_id: int | None = None) -> int:
         except DatabaseError as exc:
             logger.warning("token spool: database still unavailable (%s); records kept", type(exc).__name__)
             return applied
+        if outcome == "kept":
+            continue
         if outcome == "applied":
             applied += 1
         logger.warning("token spool: grant=%s record %s", record.grant_id, outcome)
         _discard(key)
     return applied
+
+
+def spool_pending(*, grant_id: int) -> bool:
+    """True when tokens for this grant wait in the spool (Redis or file)."""
+    return bool(_pending(grant_id))
+
+
+def _not_claimed_by_another(record: SpooledTokens, now: datetime) -> Q:
+    free = Q(refresh_lease_until__isnull=True) | Q(refresh_lease_until__lt=now)
+    if record.lease_until:
+        # A later holder's lease always ends after the spooling holder's (it claimed once that
+        # one had expired): up to that end, the lease is the spooling holder's own.
+        free |= Q(refresh_lease_until__lte=datetime.fromisoformat(record.lease_until))
+    return free
 
 
 def _apply(record: SpooledTokens) -> str:
@@ -194,11 +213,23 @@ def _apply(record: SpooledTokens) -> str:
             refresh_generation=record.seen_generation,
             refresh_token_fp=record.old_refresh_fp,
             status__in=REFRESHABLE_STATUSES,
+        ).filter(
+            # Never under another live claim: its holder read the row already and decides on that
+            # (it finds this record and stands back, see refresh.grant_refresh); applied after it.
+            _not_claimed_by_another(record, now)
         )
         row = fence.select_for_update().values("status", "granted_scopes").first()
         if row is None:
-            already = Grant.objects.filter(pk=record.grant_id, refresh_token_fp=new_refresh_fp).exists()
-            return "already written" if already else "stale (the grant moved on): discarded"
+            current = Grant.objects.filter(pk=record.grant_id).values("refresh_token_fp", "refresh_generation").first()
+            if current and current["refresh_token_fp"] == new_refresh_fp:
+                return "already written"
+            if (
+                current
+                and current["refresh_generation"] == record.seen_generation
+                and current["refresh_token_fp"] == record.old_refresh_fp
+            ):
+                return "kept"  # claimed right now: applied once the claim ends
+            return "stale (the grant moved on): discarded"
         updates = {
             "access_token": record.access_token,
             "access_token_fp": crypto.fingerprint(record.access_token),

@@ -122,18 +122,41 @@ def test_it_skips_without_a_call_when_another_worker_holds_the_lease(due_grant, 
     assert due_grant.consecutive_failures == 0 and due_grant.last_error == ""
 
 
-def test_it_skips_when_the_generation_moved_between_read_and_claim(due_grant, mock_refresh):
-    real_update = Grant.objects.filter
-
-    def racing_filter(*args, **kwargs):
-        # Another worker stores a rotation just before our claim runs.
-        if kwargs.get("refresh_generation") == 0 and "status__in" in kwargs:
-            Grant.objects.all().update(refresh_generation=1)
-        return real_update(*args, **kwargs)
-
-    with patch.object(Grant.objects, "filter", side_effect=racing_filter):
-        assert grant_refresh(grant_id=due_grant.pk) == Outcome.SKIPPED
+def test_it_sends_nothing_when_spooled_tokens_appear_after_its_claim(due_grant, mock_refresh):
+    # An earlier holder's tokens reach the spool between the pre-claim apply and the claim: the
+    # stored refresh token is a rotated one. The new holder stands back instead of presenting it.
+    with patch("connections.services.token_spool.spool_pending", return_value=True):
+        assert grant_refresh(grant_id=due_grant.pk) == Outcome.DEFERRED
     mock_refresh.assert_not_called()
+    due_grant.refresh_from_db()
+    assert due_grant.refresh_lease_until is None
+    assert due_grant.refresh_generation == 0
+
+
+def test_it_does_not_send_when_the_lease_cannot_outlive_the_call(due_grant, mock_refresh, settings):
+    # The lease is never shorter than the whole call plus the margin, so a rate-limit wait that ate
+    # most of it makes the holder extend it first; where it cannot, nothing is sent.
+    settings.GRANT_REFRESH_LEASE = 1
+    with (
+        patch("connections.services.refresh.LeaseHeartbeat.extend", return_value=False),
+        patch("connections.services.refresh.call_budget", side_effect=[0.0, 30.0, 30.0]),
+    ):
+        assert grant_refresh(grant_id=due_grant.pk) == Outcome.DEFERRED
+    mock_refresh.assert_not_called()
+    due_grant.refresh_from_db()
+    assert due_grant.refresh_lease_until is None
+
+
+def test_its_lease_outlives_the_whole_token_call(settings):
+    from connections.services.refresh import lease_seconds
+
+    settings.GRANT_REFRESH_LEASE = 30
+    settings.CLOUDFLARE_CONNECT_TIMEOUT = 5
+    settings.CLOUDFLARE_TOKEN_READ_TIMEOUT = 30
+    settings.GRANT_LEASE_MARGIN = 5
+    assert lease_seconds() == 40
+    settings.CLOUDFLARE_TOKEN_READ_TIMEOUT = 10
+    assert lease_seconds() == 30
 
 
 def test_it_refreshes_a_fresh_token_when_forced(oauth_app, acme, mock_refresh):
@@ -308,11 +331,22 @@ def test_it_resends_without_evidence_when_the_policy_says_so(due_grant, mock_ref
     mock_refresh.assert_called_once()
 
 
-def test_it_resends_at_once_within_the_servers_grace_period(due_grant, mock_refresh, mock_probe, settings):
+def test_it_resends_within_the_servers_grace_period_once_the_first_request_is_over(
+    due_grant, mock_refresh, mock_probe, settings
+):
     settings.CLOUDFLARE_REFRESH_GRACE_SECONDS = 600
+    settings.GRANT_UNCERTAIN_SETTLE = 60
     _unanswered(due_grant, mock_refresh)
     mock_refresh.return_value = _token()
 
+    # The first request may still be running at Cloudflare: a re-send now could rotate before it
+    # and leave the portal with a token that is not the newest. Wait, without a probe or a call.
+    assert grant_refresh(grant_id=due_grant.pk, force=True) == Outcome.AWAITING_EVIDENCE
+    mock_refresh.assert_not_called()
+
+    Grant.objects.filter(pk=due_grant.pk).update(
+        refresh_uncertain_since=timezone.now() - timedelta(seconds=61), next_refresh_at=timezone.now()
+    )
     assert grant_refresh(grant_id=due_grant.pk) == Outcome.REFRESHED
     mock_probe.assert_not_called()
 

@@ -112,6 +112,7 @@ def test_it_labels_a_grant_lost_without_a_reuse_after_the_answer_to_a_rotation_w
 def test_it_recovers_the_grant_within_the_servers_grace_period(cf_sandbox, grant, settings):
     cf_sandbox.settings(refresh_grace_seconds=600)
     settings.CLOUDFLARE_REFRESH_GRACE_SECONDS = 600
+    settings.GRANT_UNCERTAIN_SETTLE = 0
     try:
         cf_sandbox.set_faults(drop_after_rotate=1)
         assert grant_refresh(grant_id=grant.pk) == Outcome.UNCERTAIN

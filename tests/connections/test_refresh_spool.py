@@ -148,3 +148,24 @@ def test_it_spools_the_tokens_when_interrupted_while_retrying(due_grant):
     assert len(token_spool._pending(due_grant.pk)) == 1
     token_spool.spool_apply()
     assert Grant.objects.get(pk=due_grant.pk).refresh_token == NEW.refresh_token
+
+
+def test_it_keeps_a_spooled_record_while_a_later_holder_claims_the_grant(due_grant):
+    # The spooling holder's lease ran out; a later holder claimed the grant and read the rotated
+    # refresh token. Writing the record under that claim would make the holder present a rotated
+    # token: the record waits for the claim to end, then is applied.
+    down, _ = _database_down()
+    with patch("connections.cloudflare.refresh", return_value=NEW), down:
+        grant_refresh(grant_id=due_grant.pk)
+    (record,) = token_spool._pending(due_grant.pk).values()
+    later = timezone.now() + timedelta(seconds=120)
+    Grant.objects.filter(pk=due_grant.pk).update(refresh_lease_until=later)
+
+    assert token_spool.spool_apply() == 0
+    assert len(token_spool._pending(due_grant.pk)) == 1
+    assert Grant.objects.get(pk=due_grant.pk).refresh_token != NEW.refresh_token
+
+    Grant.objects.filter(pk=due_grant.pk).update(refresh_lease_until=None)
+    assert token_spool.spool_apply() == 1
+    assert Grant.objects.get(pk=due_grant.pk).refresh_token == NEW.refresh_token
+    assert record.lease_until  # the spooling holder's own lease end travels with the record

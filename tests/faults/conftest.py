@@ -31,7 +31,8 @@ CELERY = str(Path(sys.executable).with_name("celery"))
 # Engine timings shrunk so a fault heals within seconds (the same values go to the workers). Each
 # keeps its production ratio to the others: lease < outage, settle > the sandbox's slowest answer.
 FAST = {
-    "GRANT_REFRESH_LEASE": 6,  # extended every 2 s by the heartbeat
+    "GRANT_REFRESH_LEASE": 6,  # at least the whole token call + margin (2 + 6 + 1 = 9 s); heartbeat every 3 s
+    "GRANT_LEASE_MARGIN": 1,
     "GRANT_RETRY_BASE": 1,
     "GRANT_RETRY_MAX": 4,
     "GRANT_UNCERTAIN_RETRY": 1,

@@ -13,8 +13,11 @@ from tests.sandbox_grants import mint_grants
 TOKEN_CALLS = "token:refresh_token"
 
 
-def due_grants(cf_sandbox, app, client, count: int, *, expires_in: float = 20) -> list[Grant]:
-    """`count` grants minted at the sandbox, all due for a refresh now."""
+def due_grants(cf_sandbox, app, client, count: int, *, expires_in: float = 30) -> list[Grant]:
+    """`count` grants minted at the sandbox, all due for a refresh now.
+
+    Their access tokens outlive a dead holder's lease plus the settle time (as in production: a
+    refresh starts 15 minutes before expiry), so an unanswered refresh can be decided by evidence."""
     grants = mint_grants(cf_sandbox, app=app, client=client, count=count)
     now = timezone.now()
     Grant.objects.filter(pk__in=[g.pk for g in grants]).update(

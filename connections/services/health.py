@@ -220,6 +220,15 @@ def _api_list(grant: Grant, path: str, *, params: dict[str, Any] | None = None) 
         page += 1
 
 
+# "Last seen" on accounts and zones is kept to the day: rewriting it on every check would re-save
+# every row of every account each hour for nothing.
+SEEN_PRECISION = timedelta(days=1)
+
+
+def _stale(last_seen_at: datetime | None, now: datetime) -> bool:
+    return last_seen_at is None or now - last_seen_at >= SEEN_PRECISION
+
+
 def _sync_accounts(grant: Grant, accounts: list[dict], now: datetime) -> list[CloudflareAccount]:
     """Link the accounts Cloudflare reports, unlink the ones it no longer reports. Never deletes."""
     reported = {str(a.get("id")): str(a.get("name") or a.get("id")) for a in accounts if a.get("id")}
@@ -240,7 +249,9 @@ def _sync_accounts(grant: Grant, accounts: list[dict], now: datetime) -> list[Cl
                     cf_account_id=cf_id,
                     defaults={"name": name, "first_seen_at": now, "last_seen_at": now},
                 )
-            else:
+            elif account.name != name or account.removed_at is not None or _stale(account.last_seen_at, now):
+                # Only what changed is written (and "last seen" once a day): a check that finds the
+                # same accounts re-saves nothing, so concurrent checks do not queue on these rows.
                 account.name, account.last_seen_at, account.removed_at = name, now, None
                 account.save(update_fields=["name", "last_seen_at", "removed_at"])
             known[cf_id] = account
@@ -301,6 +312,8 @@ def _sync_zones(grant: Grant, account: CloudflareAccount, zones: list[dict], now
                 added.append(name)
             elif (zone.name, zone.status, zone.plan_name) != (name, status, plan_name):
                 changed.append(name)
+            elif not _stale(zone.last_seen_at, now):
+                continue  # nothing to write
             zone.name, zone.status, zone.plan_name, zone.last_seen_at, zone.removed_at = (
                 name,
                 status,
@@ -315,10 +328,12 @@ def _sync_zones(grant: Grant, account: CloudflareAccount, zones: list[dict], now
                 to_update.append(zone)
                 removed.append(zone.name)
         # Another grant reaching the same account may sync it concurrently: its rows win.
-        Zone.objects.bulk_create(to_create, batch_size=500, ignore_conflicts=True)
-        Zone.objects.bulk_update(
-            to_update, ["name", "status", "plan_name", "last_seen_at", "removed_at"], batch_size=500
-        )
+        if to_create:
+            Zone.objects.bulk_create(to_create, batch_size=500, ignore_conflicts=True)
+        if to_update:
+            Zone.objects.bulk_update(
+                to_update, ["name", "status", "plan_name", "last_seen_at", "removed_at"], batch_size=500
+            )
         if added or removed or changed:
             event_record(
                 grant=grant,
@@ -341,6 +356,8 @@ def _mark_oauth_access(
     grant: Grant, account: CloudflareAccount, *, enabled: bool, now: datetime, error: Exception | None = None
 ) -> None:
     was = account.oauth_access_enabled
+    if was is enabled:
+        return  # unchanged: nothing to write, no event
     account.oauth_access_enabled = enabled
     account.save(update_fields=["oauth_access_enabled"])
     if not enabled and was is not False:

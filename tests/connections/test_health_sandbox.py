@@ -90,3 +90,35 @@ def test_it_stays_healthy_through_an_api_outage(cf_sandbox, app, acme):
     grant.refresh_from_db()
     assert grant.status == Grant.Status.ACTIVE
     assert not Alert.objects.exists()
+
+
+def test_a_check_that_finds_nothing_new_rewrites_no_account_or_zone_row(cf_sandbox, app, acme):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    grant = _grant(cf_sandbox, app, acme)
+    assert grant_check(grant_id=grant.pk) == CheckOutcome.HEALTHY
+    seen = dict(Zone.objects.values_list("cf_zone_id", "last_seen_at"))
+
+    with CaptureQueriesContext(connection) as ctx:
+        assert grant_check(grant_id=grant.pk, force=True) == CheckOutcome.HEALTHY
+    writes = [
+        q["sql"]
+        for q in ctx.captured_queries
+        if q["sql"].startswith(("UPDATE", "INSERT"))
+        and ("clients_zone" in q["sql"] or "clients_cloudflareaccount" in q["sql"])
+    ]
+    assert writes == []
+    assert dict(Zone.objects.values_list("cf_zone_id", "last_seen_at")) == seen
+
+    # A renamed zone is written, and only that one.
+    zone = Zone.objects.filter(account__cf_account_id=ACME_CORP_ID).first()
+    Zone.objects.filter(pk=zone.pk).update(name="renamed-locally.example")
+    with CaptureQueriesContext(connection) as ctx:
+        assert grant_check(grant_id=grant.pk, force=True) == CheckOutcome.HEALTHY
+    zone_writes = [
+        q["sql"] for q in ctx.captured_queries if q["sql"].startswith("UPDATE") and "clients_zone" in q["sql"]
+    ]
+    assert len(zone_writes) == 1
+    zone.refresh_from_db()
+    assert zone.name != "renamed-locally.example"

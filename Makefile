@@ -10,17 +10,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help run test install migrate seed lint format check-python clean
+.PHONY: help run test install migrate seed lint format check-python clean messages compilemessages
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 10
 
 # The demo checks grants every 2 minutes (tokens live 2 minutes too) so the workers' work shows.
-run: install migrate seed ## the whole portal with a demo (sandbox, web, worker, beat), one log stream
+run: install compilemessages migrate seed ## the whole portal with a demo (sandbox, web, worker, beat), one log stream
 	@echo "Starting sandbox, web, worker and beat (Ctrl-C stops them all)..."
 	GRANT_CHECK_INTERVAL=$${GRANT_CHECK_INTERVAL:-120} $(BIN)/honcho -f Procfile.dev start
 
-test: install ## the whole test suite (SQLite; PostgreSQL + Redis when DATABASE_URL / CELERY_BROKER_URL say so)
+test: install compilemessages ## the whole test suite (SQLite; PostgreSQL + Redis when DATABASE_URL / CELERY_BROKER_URL say so)
 	$(BIN)/pytest
 
 install: $(VENV)/.installed ## create the virtualenv and install the pinned requirements
@@ -36,6 +36,16 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt | check-python
 
 migrate: install ## apply database migrations
 	$(BIN)/python manage.py migrate --noinput
+
+# The French catalogue (locale/fr/LC_MESSAGES/django.po) is committed; the compiled .mo is not.
+# Only the project's own code: the virtualenv's packages ship their own catalogues.
+MESSAGE_IGNORES := --ignore=.venv --ignore=var --ignore=tests --ignore=bench --ignore=cloudflare_sandbox
+
+messages: install ## extract the client-facing texts into locale/*/LC_MESSAGES/django.po
+	$(BIN)/python manage.py makemessages --all --no-obsolete --no-location $(MESSAGE_IGNORES)
+
+compilemessages: install ## compile the catalogues (.po -> .mo); needs gettext's msgfmt
+	$(BIN)/python manage.py compilemessages --ignore=.venv --ignore=var
 
 seed: install ## create (or reuse) the demo logins, clients and sandbox app
 	$(BIN)/python manage.py seed_demo

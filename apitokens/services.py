@@ -20,9 +20,10 @@ from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.dateparse import parse_datetime
 
+from clients.language import addresses_by_language
 from clients.models import Client, ClientMember, CloudflareAccount, Zone
 from connections import cloudflare, crypto
 from connections.models import LIVE_STATUSES, Grant
@@ -521,9 +522,17 @@ def migration_invite(*, token: ApiToken, sent_by, email: str = "") -> ApiToken:
         token.refresh_from_db()
         event_record(token=token, kind="invited", actor=sent_by, message=f"Invitation sent to {', '.join(recipients)}")
     context = {"token": token, "client": token.client, "url": settings.SITE_URL + _portal_url(token)}
-    subject = " ".join(render_to_string("apitokens/emails/invite_subject.txt", context).split())
-    send_mail(subject, render_to_string("apitokens/emails/invite_body.txt", context), None, recipients)
+    _send_in_languages("invite", context, recipients, client_id=token.client_id)
     return token
+
+
+def _send_in_languages(name: str, context: dict, recipients: list[str], *, client_id: int) -> None:
+    """The email `name` to contacts, rendered once per language they read."""
+    for language, addresses in addresses_by_language(recipients, client_id=client_id).items():
+        with translation.override(language):
+            subject = " ".join(render_to_string(f"apitokens/emails/{name}_subject.txt", context).split())
+            body = render_to_string(f"apitokens/emails/{name}_body.txt", context)
+        send_mail(subject, body, None, addresses)
 
 
 def _portal_url(token: ApiToken) -> str:
@@ -721,8 +730,7 @@ def _email_removal(token: ApiToken) -> None:
     if not recipients:
         return
     context = {"token": token, "client": token.client, "url": settings.SITE_URL + _portal_url(token)}
-    subject = " ".join(render_to_string("apitokens/emails/remove_subject.txt", context).split())
-    send_mail(subject, render_to_string("apitokens/emails/remove_body.txt", context), None, recipients)
+    _send_in_languages("remove", context, recipients, client_id=token.client_id)
 
 
 def migration_sweep(*, now: datetime | None = None) -> dict[str, int]:

@@ -19,7 +19,7 @@ def portal_member_required(view):
     def wrapped(request: HttpRequest, *args, **kwargs):
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path(), reverse("clients:login"))
-        member = selectors.member_for_user(user=request.user)
+        member = selectors.member_for_request(request)
         if member is None:
             return render(request, "clients/not_member.html", status=403)
         request.member = member

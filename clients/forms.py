@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import zoneinfo
+
 from django import forms
+from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm, SetPasswordForm
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
 
 from . import services
 from .models import ClientMember
@@ -19,13 +23,13 @@ class PortalLoginForm(AuthenticationForm):
 
     error_messages = {
         **AuthenticationForm.error_messages,
-        "invalid_login": "That email and password do not match a client account. Check both and try again.",
-        "locked": "Too many failed attempts. For your security, please wait 15 minutes and try again.",
+        "invalid_login": _("That email and password do not match a client account. Check both and try again."),
+        "locked": _("Too many failed attempts. For your security, please wait 15 minutes and try again."),
     }
 
     def __init__(self, request=None, *args, **kwargs):
         super().__init__(request, *args, **kwargs)
-        self.fields["username"].label = "Email"
+        self.fields["username"].label = _("Email")
         self.fields["username"].widget.attrs.update({"autocomplete": "username", "autofocus": True})
 
     def clean(self):
@@ -60,3 +64,31 @@ class InvitePasswordForm(SetPasswordForm):
 class InviteContactForm(forms.Form):
     email = forms.EmailField(label="Contact's email", max_length=254)
     role = forms.ChoiceField(choices=ClientMember.Role.choices, initial=ClientMember.Role.OWNER)
+
+
+def _time_zone_choices():
+    return [("", _("The portal's time zone (%(zone)s)") % {"zone": settings.TIME_ZONE})] + [
+        (name, name.replace("_", " ")) for name in sorted(zoneinfo.available_timezones()) if "/" in name
+    ]
+
+
+def _language_choices():
+    return [("", _("My organisation's default (or my browser's language)"))] + [
+        (code, name) for code, name in settings.LANGUAGES
+    ]
+
+
+class ContactSettingsForm(forms.ModelForm):
+    """A contact's own language and time zone (the portal's settings page)."""
+
+    language = forms.ChoiceField(label=_("Language"), choices=_language_choices, required=False)
+    time_zone = forms.ChoiceField(
+        label=_("Time zone"),
+        choices=_time_zone_choices,
+        required=False,
+        help_text=_("Dates and times in the portal are shown in this time zone."),
+    )
+
+    class Meta:
+        model = ClientMember
+        fields = ["language", "time_zone"]

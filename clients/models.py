@@ -8,6 +8,11 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+def _language_choices():
+    return [(code, name) for code, name in settings.LANGUAGES]
 
 
 class Client(models.Model):
@@ -27,6 +32,14 @@ class Client(models.Model):
     )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # The portal's language for this client's contacts who have not chosen one; empty: the browser's.
+    default_language = models.CharField(
+        max_length=16,
+        blank=True,
+        choices=_language_choices,
+        help_text="Language of the client portal and emails for contacts who have not chosen one "
+        "(empty: their browser's language).",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -39,8 +52,8 @@ class ClientMember(models.Model):
     """A client contact who logs in to /portal/: a non-staff user belonging to exactly one client."""
 
     class Role(models.TextChoices):
-        OWNER = "owner", "Owner (can connect and disconnect)"
-        VIEWER = "viewer", "Viewer (read only)"
+        OWNER = "owner", _("Owner (can connect and disconnect)")
+        VIEWER = "viewer", _("Viewer (read only)")
 
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="members")
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="client_membership")
@@ -50,6 +63,10 @@ class ClientMember(models.Model):
     )
     invited_at = models.DateTimeField(default=timezone.now)
     joined_at = models.DateTimeField(null=True, blank=True)
+    # The contact's own choices on /portal/settings/; empty: the client's default, then the browser's
+    # language; the portal's time zone (settings.TIME_ZONE).
+    language = models.CharField(_("language"), max_length=16, blank=True, choices=_language_choices)
+    time_zone = models.CharField(_("time zone"), max_length=64, blank=True)
 
     class Meta:
         constraints = [

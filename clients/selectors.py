@@ -32,6 +32,22 @@ def member_for_user(*, user: AbstractBaseUser | AnonymousUser) -> ClientMember |
     )
 
 
+_MEMBER_ATTR = "_portal_member"
+
+
+def member_for_request(request) -> ClientMember | None:
+    """`member_for_user` for the request's user, read once per request (kept on the request)."""
+    user = getattr(request, "user", None)
+    if user is None:
+        return None
+    cached = getattr(request, _MEMBER_ATTR, None)
+    if cached is not None and cached[0] == user.pk:
+        return cached[1]
+    member = member_for_user(user=user)
+    setattr(request, _MEMBER_ATTR, (user.pk, member))
+    return member
+
+
 def grant_get_for_member(*, user: AbstractBaseUser, code: str) -> Grant:
     """The grant `code` if it belongs to the client the user is a member of; Http404 otherwise.
 

@@ -17,8 +17,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
+from .language import member_language
 from .models import Client, ClientMember
 
 logger = logging.getLogger(__name__)
@@ -128,9 +129,11 @@ def _send_invite(*, member_id: int, link: str) -> None:
         "ttl_hours": max(1, settings.PORTAL_INVITE_TTL // 3600),
         "inviter": (member.invited_by.get_full_name() or member.invited_by.get_username()) if member.invited_by else "",
     }
-    subject = render_to_string("emails/member_invite_subject.txt", context).strip()
-    text = render_to_string("emails/member_invite_body.txt", context)
-    html = render_to_string("emails/member_invite_body.html", context)
+    # In the language the contact will read the portal in (their client's default until they choose).
+    with translation.override(member_language(member) or settings.LANGUAGE_CODE):
+        subject = render_to_string("emails/member_invite_subject.txt", context).strip()
+        text = render_to_string("emails/member_invite_body.txt", context)
+        html = render_to_string("emails/member_invite_body.html", context)
     message = EmailMultiAlternatives(subject=subject, body=text, to=[member.user.email])
     message.attach_alternative(html, "text/html")
     message.send()

@@ -9,6 +9,7 @@ app_name = "clients"
 urlpatterns = [
     path("", views.home, name="home"),
     path("help/", views.help_page, name="help"),
+    path("settings/", views.settings_page, name="settings"),
     path("login/", views.PortalLoginView.as_view(), name="login"),
     path("logout/", views.PortalLogoutView.as_view(), name="logout"),
     # The invitation link: validates the token, moves it into the session, then redirects.

@@ -14,6 +14,9 @@ from django.contrib.auth import login as auth_login
 from django.contrib.auth.views import LoginView, LogoutView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import translation
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods
 
 from agencyportal.http import no_referrer, private_page
@@ -23,41 +26,44 @@ from connections.services.consent import SESSION_RESULT_KEY, Result, missing_sco
 
 from . import selectors, services
 from .decorators import portal_member_required
-from .forms import InvitePasswordForm, PortalLoginForm
+from .forms import ContactSettingsForm, InvitePasswordForm, PortalLoginForm
+from .middleware import language_for
 
 INVITE_SESSION_KEY = "portal_invite_token"
 
 # How a grant's status reads to a client contact.
 STATUS_TEXT = {
-    Grant.Status.ACTIVE: ("Connected", "ok"),
-    Grant.Status.REFRESH_FAILING: ("Having trouble reaching Cloudflare (retrying automatically)", "warn"),
-    Grant.Status.NEEDS_RECONSENT: ("Needs your attention: please reconnect", "bad"),
-    Grant.Status.DISCONNECTING: ("Disconnecting… revocation pending at Cloudflare", "warn"),
-    Grant.Status.DISCONNECTED: ("Disconnected", "off"),
-    Grant.Status.REVOKED: ("Revoked in Cloudflare", "off"),
-    Grant.Status.LOST: ("Stopped working: please reconnect", "bad"),
+    Grant.Status.ACTIVE: (gettext_lazy("Connected"), "ok"),
+    Grant.Status.REFRESH_FAILING: (gettext_lazy("Having trouble reaching Cloudflare (retrying automatically)"), "warn"),
+    Grant.Status.NEEDS_RECONSENT: (gettext_lazy("Needs your attention: please reconnect"), "bad"),
+    Grant.Status.DISCONNECTING: (gettext_lazy("Disconnecting… revocation pending at Cloudflare"), "warn"),
+    Grant.Status.DISCONNECTED: (gettext_lazy("Disconnected"), "off"),
+    Grant.Status.REVOKED: (gettext_lazy("Revoked in Cloudflare"), "off"),
+    Grant.Status.LOST: (gettext_lazy("Stopped working: please reconnect"), "bad"),
 }
 HEALTH_TEXT = {
-    Grant.Health.UNKNOWN: "Not checked yet",
-    Grant.Health.HEALTHY: "Working normally",
-    Grant.Health.DEGRADED: "Partly working",
-    Grant.Health.FAILING: "Not working",
+    Grant.Health.UNKNOWN: gettext_lazy("Not checked yet"),
+    Grant.Health.HEALTHY: gettext_lazy("Working normally"),
+    Grant.Health.DEGRADED: gettext_lazy("Partly working"),
+    Grant.Health.FAILING: gettext_lazy("Not working"),
 }
 # What ended a grant, in the client's words (the card of an ended grant shows this instead of health).
 END_TEXT = {
-    Grant.EndReason.USER_REVOKED: "The agency's access was removed in Cloudflare's dashboard",
-    Grant.EndReason.APP_DELETED: "The agency's Cloudflare app was removed or disabled at Cloudflare",
-    Grant.EndReason.DISCONNECTED_BY_CLIENT: "You disconnected it here",
-    Grant.EndReason.DISCONNECTED_BY_STAFF: "The agency disconnected it",
-    Grant.EndReason.REPLACED: "A newer connection replaced it",
-    Grant.EndReason.REFRESH_TOKEN_LOST: "It stopped working and needs to be connected again",
-    Grant.EndReason.NO_REFRESH_TOKEN: "Cloudflare did not let it renew itself (offline access was not granted)",
+    Grant.EndReason.USER_REVOKED: gettext_lazy("The agency's access was removed in Cloudflare's dashboard"),
+    Grant.EndReason.APP_DELETED: gettext_lazy("The agency's Cloudflare app was removed or disabled at Cloudflare"),
+    Grant.EndReason.DISCONNECTED_BY_CLIENT: gettext_lazy("You disconnected it here"),
+    Grant.EndReason.DISCONNECTED_BY_STAFF: gettext_lazy("The agency disconnected it"),
+    Grant.EndReason.REPLACED: gettext_lazy("A newer connection replaced it"),
+    Grant.EndReason.REFRESH_TOKEN_LOST: gettext_lazy("It stopped working and needs to be connected again"),
+    Grant.EndReason.NO_REFRESH_TOKEN: gettext_lazy(
+        "Cloudflare did not let it renew itself (offline access was not granted)"
+    ),
 }
 END_TEXT_BY_STATUS = {
-    Grant.Status.DISCONNECTING: "You disconnected it here",
-    Grant.Status.DISCONNECTED: "It was disconnected",
-    Grant.Status.REVOKED: "The agency's access was removed at Cloudflare",
-    Grant.Status.LOST: "It stopped working and needs to be connected again",
+    Grant.Status.DISCONNECTING: gettext_lazy("You disconnected it here"),
+    Grant.Status.DISCONNECTED: gettext_lazy("It was disconnected"),
+    Grant.Status.REVOKED: gettext_lazy("The agency's access was removed at Cloudflare"),
+    Grant.Status.LOST: gettext_lazy("It stopped working and needs to be connected again"),
 }
 
 
@@ -209,6 +215,22 @@ def set_password_form(request: HttpRequest) -> HttpResponse:
         request.session.pop(INVITE_SESSION_KEY, None)
         # login() cycles the session key (no fixation) and keeps nothing of the invitation.
         auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(request, "Your password is set. Welcome!")
+        messages.success(request, _("Your password is set. Welcome!"))
         return redirect("clients:home")
     return render(request, "clients/set_password.html", {"form": form, "invited_user": user})
+
+
+@require_http_methods(["GET", "POST"])
+@portal_member_required
+@private_page
+def settings_page(request: HttpRequest) -> HttpResponse:
+    """The contact's language and time zone; a saved language applies from this very response on."""
+    member = request.member
+    form = ContactSettingsForm(request.POST or None, instance=member)
+    if request.method == "POST" and form.is_valid():
+        member = form.save()
+        translation.activate(language_for(request, member))
+        request.LANGUAGE_CODE = translation.get_language()
+        messages.success(request, _("Your settings are saved."))
+        return redirect("clients:settings")
+    return render(request, "clients/settings.html", {"member": member, "client": member.client, "form": form})

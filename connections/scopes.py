@@ -11,75 +11,83 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
+
 OFFLINE_ACCESS = "offline_access"
 
 # Scope id -> what the agency can do with it, in the words of the person granting it.
-DESCRIPTIONS: dict[str, str] = {
-    OFFLINE_ACCESS: "Stay connected without asking you to sign in again (you can disconnect at any time)",
+DESCRIPTIONS: dict[str, str | Promise] = {
+    OFFLINE_ACCESS: _("Stay connected without asking you to sign in again (you can disconnect at any time)"),
     # Account and billing.
-    "user-details.read": "See your Cloudflare user profile (name and email address)",
-    "user-details.write": "Change your Cloudflare user profile",
-    "account-settings.read": "See the names and settings of the Cloudflare accounts you choose",
-    "account-settings.write": "Change the settings of the Cloudflare accounts you choose",
-    "memberships.read": "See which Cloudflare accounts you are a member of",
-    "memberships.write": "Change your account memberships",
-    "billing.read": "See billing details and invoices",
-    "billing.write": "Change billing details and subscriptions",
+    "user-details.read": _("See your Cloudflare user profile (name and email address)"),
+    "user-details.write": _("Change your Cloudflare user profile"),
+    "account-settings.read": _("See the names and settings of the Cloudflare accounts you choose"),
+    "account-settings.write": _("Change the settings of the Cloudflare accounts you choose"),
+    "memberships.read": _("See which Cloudflare accounts you are a member of"),
+    "memberships.write": _("Change your account memberships"),
+    "billing.read": _("See billing details and invoices"),
+    "billing.write": _("Change billing details and subscriptions"),
     # DNS and zones.
-    "zone.read": "See your zones (domains) and their status and plan",
-    "zone.write": "Add, change and remove zones (domains)",
-    "dns.read": "See the DNS records of your zones",
-    "dns.write": "Read and change DNS records in your zones",
-    "zone-settings.read": "See zone settings such as SSL mode, caching level and security level",
-    "zone-settings.write": "Change zone settings such as SSL mode, caching level and security level",
+    "zone.read": _("See your zones (domains) and their status and plan"),
+    "zone.write": _("Add, change and remove zones (domains)"),
+    "dns.read": _("See the DNS records of your zones"),
+    "dns.write": _("Read and change DNS records in your zones"),
+    "zone-settings.read": _("See zone settings such as SSL mode, caching level and security level"),
+    "zone-settings.write": _("Change zone settings such as SSL mode, caching level and security level"),
     # Cache and performance.
-    "cache.purge": "Clear Cloudflare's cache for your sites, so visitors see fresh content",
+    "cache.purge": _("Clear Cloudflare's cache for your sites, so visitors see fresh content"),
     # Analytics and logs.
-    "analytics.read": "See traffic analytics for your zones",
-    "logs.read": "Read request logs for your zones",
-    "logs.write": "Set up and change log delivery",
+    "analytics.read": _("See traffic analytics for your zones"),
+    "logs.read": _("Read request logs for your zones"),
+    "logs.write": _("Set up and change log delivery"),
     # Security.
-    "firewall.read": "See firewall and security rules",
-    "firewall.write": "Change firewall and security rules",
-    "ssl-certs.read": "See SSL/TLS certificates",
-    "ssl-certs.write": "Order, upload and change SSL/TLS certificates",
+    "firewall.read": _("See firewall and security rules"),
+    "firewall.write": _("Change firewall and security rules"),
+    "ssl-certs.read": _("See SSL/TLS certificates"),
+    "ssl-certs.write": _("Order, upload and change SSL/TLS certificates"),
     # Rules.
-    "page-rules.read": "See page rules",
-    "page-rules.write": "Change page rules",
+    "page-rules.read": _("See page rules"),
+    "page-rules.write": _("Change page rules"),
     # Developer platform.
-    "workers-scripts.read": "See Workers scripts",
-    "workers-scripts.write": "Deploy and change Workers scripts",
-    "workers-routes.read": "See Workers routes",
-    "workers-routes.write": "Change Workers routes",
-    "workers-kv.read": "Read Workers KV storage",
-    "workers-kv.write": "Change Workers KV storage",
-    "d1.read": "Read D1 databases",
-    "d1.write": "Change D1 databases",
-    "r2.read": "Read R2 storage buckets",
-    "r2.write": "Change R2 storage buckets",
-    "pages.read": "See Cloudflare Pages projects",
-    "pages.write": "Deploy and change Cloudflare Pages projects",
+    "workers-scripts.read": _("See Workers scripts"),
+    "workers-scripts.write": _("Deploy and change Workers scripts"),
+    "workers-routes.read": _("See Workers routes"),
+    "workers-routes.write": _("Change Workers routes"),
+    "workers-kv.read": _("Read Workers KV storage"),
+    "workers-kv.write": _("Change Workers KV storage"),
+    "d1.read": _("Read D1 databases"),
+    "d1.write": _("Change D1 databases"),
+    "r2.read": _("Read R2 storage buckets"),
+    "r2.write": _("Change R2 storage buckets"),
+    "pages.read": _("See Cloudflare Pages projects"),
+    "pages.write": _("Deploy and change Cloudflare Pages projects"),
     # Network services.
-    "load-balancers.read": "See load balancers",
-    "load-balancers.write": "Change load balancers",
+    "load-balancers.read": _("See load balancers"),
+    "load-balancers.write": _("Change load balancers"),
     # Zero Trust.
-    "access.read": "See Access applications and policies",
-    "access.write": "Change Access applications and policies",
+    "access.read": _("See Access applications and policies"),
+    "access.write": _("Change Access applications and policies"),
     # Email.
-    "email-routing.read": "See email routing rules",
-    "email-routing.write": "Change email routing rules",
+    "email-routing.read": _("See email routing rules"),
+    "email-routing.write": _("Change email routing rules"),
     # Media.
-    "images.read": "See Cloudflare Images",
-    "images.write": "Upload and change Cloudflare Images",
-    "stream.read": "See Cloudflare Stream videos",
-    "stream.write": "Upload and change Cloudflare Stream videos",
+    "images.read": _("See Cloudflare Images"),
+    "images.write": _("Upload and change Cloudflare Images"),
+    "stream.read": _("See Cloudflare Stream videos"),
+    "stream.write": _("Upload and change Cloudflare Stream videos"),
     # AI.
-    "ai.read": "See Workers AI models and usage",
-    "ai.write": "Run and configure Workers AI",
-    "openid": "Confirm your Cloudflare identity",
+    "ai.read": _("See Workers AI models and usage"),
+    "ai.write": _("Run and configure Workers AI"),
+    "openid": _("Confirm your Cloudflare identity"),
 }
 
-_VERBS = {"read": "Read", "write": "Change", "purge": "Purge", "edit": "Change"}
+_VERBS = {
+    "read": _("Read %(resource)s"),
+    "write": _("Change %(resource)s"),
+    "purge": _("Purge %(resource)s"),
+    "edit": _("Change %(resource)s"),
+}
 
 
 def humanise(scope_id: str) -> str:
@@ -87,12 +95,13 @@ def humanise(scope_id: str) -> str:
     resource, _, action = scope_id.partition(".")
     resource = resource.replace("-", " ").replace("_", " ").strip()
     if action in _VERBS:
-        return f"{_VERBS[action]} {resource}"
+        return str(_VERBS[action]) % {"resource": resource}
     return scope_id.replace("-", " ").replace("_", " ").replace(".", " ").strip().capitalize()
 
 
 def describe(scope_id: str) -> str:
-    return DESCRIPTIONS.get(scope_id) or humanise(scope_id)
+    """The sentence for a scope in the active language."""
+    return str(DESCRIPTIONS.get(scope_id) or "") or humanise(scope_id)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.csp import CSP
+from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -45,7 +46,7 @@ def _consent_page(request: HttpRequest, *, purpose: str, grant: Grant | None) ->
     if app is None or not app.is_active:
         return render(request, "connections/unavailable.html", {"client": member.client}, status=503)
     if purpose == AuthorizationRequest.Purpose.ADD_SCOPES and not consent.missing_scopes(grant=grant):
-        messages.info(request, "This connection already has every permission the agency asks for.")
+        messages.info(request, _("This connection already has every permission the agency asks for."))
         return redirect("clients:home")
     scopes = consent.requested_scopes_for(app=app, purpose=purpose, grant=grant)
     form = ConfirmForm(request.POST if request.method == "POST" else None)
@@ -139,7 +140,7 @@ def callback(request: HttpRequest) -> HttpResponse:
         # Only an attempt this session started is shown back (never one found by a foreign state).
         "request_id": auth_request.pk if auth_request is not None and result.reason != "other_session" else None,
     }
-    is_member = selectors.member_for_user(user=request.user) is not None
+    is_member = selectors.member_for_request(request) is not None
     # 303 to a clean URL: the code and state never stay in the address bar or the history, and
     # no-referrer so the callback URL is not sent on as a Referer either.
     return no_referrer(_see_other(reverse("clients:home" if is_member else "connections:result")))
@@ -163,7 +164,7 @@ def disconnect_view(request: HttpRequest, code) -> HttpResponse:
     if not member.can_manage_connections:
         return render(request, "connections/not_allowed.html", {"client": member.client}, status=403)
     if grant.status not in LIVE_STATUSES:
-        messages.info(request, "This connection is already disconnected.")
+        messages.info(request, _("This connection is already disconnected."))
         return redirect("clients:home")
     form = ConfirmForm(request.POST if request.method == "POST" else None)
     if request.method == "POST":
@@ -172,11 +173,11 @@ def disconnect_view(request: HttpRequest, code) -> HttpResponse:
         try:
             disconnect.grant_disconnect(grant=grant, actor=request.user, actor_type=GrantEvent.Actor.CLIENT)
         except disconnect.NotDisconnectable:
-            messages.info(request, "This connection is already disconnected.")
+            messages.info(request, _("This connection is already disconnected."))
         else:
             messages.success(
                 request,
-                "Disconnected. The agency can no longer use this connection; we are asking Cloudflare to revoke it.",
+                _("Disconnected. The agency can no longer use this connection; we are asking Cloudflare to revoke it."),
             )
         return redirect("clients:home")
     accounts = list(grant.accounts.all())

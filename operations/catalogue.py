@@ -21,6 +21,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from pydantic import BaseModel
 
 from . import executors as ex
@@ -52,7 +54,7 @@ class UnknownAction(ValueError):
 class Action:
     id: str
     staff_label: str
-    client_label: str
+    client_label: str  # lazily translated: read in the reader's language
     scopes: frozenset[str]
     kind: Kind
     target: Target
@@ -69,46 +71,64 @@ class Action:
 
     def sentence(self, *, inputs: dict[str, Any], result: dict[str, Any], zone_name: str = "") -> str:
         if self.describe is None:
-            return self.client_label
+            return str(self.client_label)
         try:
             return self.describe(inputs, result, zone_name)
         except (KeyError, TypeError):  # an old record with a different shape: say it plainly
-            return self.client_label
+            return str(self.client_label)
 
 
 def _record_words(record: dict[str, Any] | None, fallback: dict[str, Any]) -> str:
     record = record or fallback
-    name = record.get("name") or fallback.get("name") or "a record"
-    return f"{record.get('type') or fallback.get('type') or ''} record {name} → {record.get('content') or ''}".strip()
+    name = record.get("name") or fallback.get("name") or gettext("a record")
+    return (
+        gettext("%(type)s record %(name)s → %(content)s")
+        % {
+            "type": record.get("type") or fallback.get("type") or "",
+            "name": name,
+            "content": record.get("content") or "",
+        }
+    ).strip()
 
 
 def _describe_create(inputs: dict, result: dict, zone: str) -> str:
-    return f"Added the DNS {_record_words(result.get('after'), inputs)}"
+    return gettext("Added the DNS %(record)s") % {"record": _record_words(result.get("after"), inputs)}
 
 
 def _describe_update(inputs: dict, result: dict, zone: str) -> str:
     before, after = result.get("before") or {}, result.get("after") or {}
+    words = {"type": after.get("type", ""), "name": after.get("name", "")}
     if before.get("content") != after.get("content"):
-        return f"Changed the DNS {after.get('type', '')} record {after.get('name', '')}: {before.get('content')} → {after.get('content')}"
-    fields = ", ".join(result.get("changed") or []) or "settings"
-    return f"Changed the DNS {after.get('type', '')} record {after.get('name', '')} ({fields})"
+        return gettext("Changed the DNS %(type)s record %(name)s: %(before)s → %(after)s") % {
+            **words,
+            "before": before.get("content"),
+            "after": after.get("content"),
+        }
+    fields = ", ".join(result.get("changed") or []) or gettext("settings")
+    return gettext("Changed the DNS %(type)s record %(name)s (%(fields)s)") % {**words, "fields": fields}
 
 
 def _describe_delete(inputs: dict, result: dict, zone: str) -> str:
-    return f"Removed the DNS {_record_words(result.get('before'), {'name': inputs.get('record_id')})}"
+    return gettext("Removed the DNS %(record)s") % {
+        "record": _record_words(result.get("before"), {"name": inputs.get("record_id")})
+    }
 
 
 def _describe_purge(inputs: dict, result: dict, zone: str) -> str:
     if inputs.get("mode") == "everything":
-        return f"Cleared Cloudflare's whole cache for {zone}"
-    return f"Cleared Cloudflare's cache for {zone}: {len(inputs.get('values') or [])} {inputs.get('mode')}"
+        return gettext("Cleared Cloudflare's whole cache for %(zone)s") % {"zone": zone}
+    return gettext("Cleared Cloudflare's cache for %(zone)s: %(count)s %(mode)s") % {
+        "zone": zone,
+        "count": len(inputs.get("values") or []),
+        "mode": inputs.get("mode"),
+    }
 
 
 _ACTIONS = (
     Action(
         id="user.read",
         staff_label="Read the Cloudflare user's profile",
-        client_label="See your Cloudflare user profile (name and email address)",
+        client_label=_("See your Cloudflare user profile (name and email address)"),
         scopes=frozenset({"user-details.read"}),
         kind=Kind.READ,
         target=Target.GRANT,
@@ -118,7 +138,7 @@ _ACTIONS = (
     Action(
         id="accounts.list",
         staff_label="List the Cloudflare accounts reached",
-        client_label="See the names of the Cloudflare accounts you chose",
+        client_label=_("See the names of the Cloudflare accounts you chose"),
         scopes=frozenset({"account-settings.read"}),
         kind=Kind.READ,
         target=Target.GRANT,
@@ -128,7 +148,7 @@ _ACTIONS = (
     Action(
         id="zones.list",
         staff_label="List an account's zones",
-        client_label="See your zones (domains) and their status",
+        client_label=_("See your zones (domains) and their status"),
         scopes=frozenset({"zone.read"}),
         kind=Kind.READ,
         target=Target.ACCOUNT,
@@ -138,7 +158,7 @@ _ACTIONS = (
     Action(
         id="dns.records.list",
         staff_label="List a zone's DNS records",
-        client_label="See the DNS records of your zones",
+        client_label=_("See the DNS records of your zones"),
         scopes=frozenset({"dns.read"}),
         kind=Kind.READ,
         target=Target.ZONE,
@@ -148,7 +168,7 @@ _ACTIONS = (
     Action(
         id="zone.settings.read",
         staff_label="Read a zone's settings",
-        client_label="See zone settings such as SSL mode, caching level and security level",
+        client_label=_("See zone settings such as SSL mode, caching level and security level"),
         scopes=frozenset({"zone-settings.read"}),
         kind=Kind.READ,
         target=Target.ZONE,
@@ -158,7 +178,7 @@ _ACTIONS = (
     Action(
         id="dns.record.create",
         staff_label="Add a DNS record",
-        client_label="Add DNS records to your zones",
+        client_label=_("Add DNS records to your zones"),
         # Cloudflare checks the write scope only; the look-before-write read needs dns.read too.
         scopes=frozenset({"dns.read", "dns.write"}),
         kind=Kind.WRITE,
@@ -171,7 +191,7 @@ _ACTIONS = (
     Action(
         id="dns.record.update",
         staff_label="Change a DNS record",
-        client_label="Change DNS records in your zones",
+        client_label=_("Change DNS records in your zones"),
         scopes=frozenset({"dns.read", "dns.write"}),
         kind=Kind.WRITE,
         target=Target.ZONE,
@@ -183,7 +203,7 @@ _ACTIONS = (
     Action(
         id="dns.record.delete",
         staff_label="Delete a DNS record",
-        client_label="Remove DNS records from your zones",
+        client_label=_("Remove DNS records from your zones"),
         scopes=frozenset({"dns.read", "dns.write"}),
         kind=Kind.DESTRUCTIVE,
         target=Target.ZONE,
@@ -195,7 +215,7 @@ _ACTIONS = (
     Action(
         id="cache.purge",
         staff_label="Purge the cache",
-        client_label="Clear Cloudflare's cache for your sites, so visitors see fresh content",
+        client_label=_("Clear Cloudflare's cache for your sites, so visitors see fresh content"),
         scopes=frozenset({"cache.purge"}),
         kind=Kind.WRITE,
         target=Target.ZONE,

@@ -31,6 +31,13 @@ def _test_settings(settings):
     settings.CONSENT_START_LIMIT_PER_CLIENT = 10**6
 
 
+def pytest_sessionstart(session):
+    """Compile the message catalogues (.po -> .mo, not committed) so `pytest` alone has the translations."""
+    from django.core.management import call_command
+
+    call_command("compilemessages", ignore_patterns=[".venv", "var"], verbosity=0)
+
+
 def _db_vendor() -> str:
     engine = django_settings.DATABASES["default"]["ENGINE"]
     return "postgresql" if "postgresql" in engine else "sqlite"

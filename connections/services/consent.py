@@ -32,6 +32,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from clients.models import Client, ClientMember, CloudflareAccount, Zone
 
@@ -160,13 +161,17 @@ def _consent_start_allowed(*, client: Client, user: AbstractBaseUser) -> None:
         (
             f"consent-start:user:{user.pk}:{bucket}",
             settings.CONSENT_START_LIMIT_PER_CONTACT,
-            "You have started connecting many times in a few minutes. Please wait a few minutes, then try again.",
+            gettext(
+                "You have started connecting many times in a few minutes. Please wait a few minutes, then try again."
+            ),
         ),
         (
             f"consent-start:client:{client.pk}:{bucket}",
             settings.CONSENT_START_LIMIT_PER_CLIENT,
-            "Your organisation has started connecting many times in a few minutes. Please wait a few minutes, "
-            "then try again.",
+            gettext(
+                "Your organisation has started connecting many times in a few minutes. Please wait a few minutes, "
+                "then try again."
+            ),
         ),
     ):
         cache.add(key, 0, window * 2)

@@ -12,7 +12,9 @@ from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import translation
 
+from clients.language import addresses_by_language
 from clients.models import ClientMember
 from connections import scopes as scope_words
 
@@ -72,7 +74,7 @@ def reconsent_link_send(*, grant: Grant, sent_by: AbstractBaseUser) -> Reconsent
             "client": grant.client,
             "link": link,
             "site_name": settings.SITE_NAME,
-            "missing": [scope_words.describe(s) for s in missing],
+            "missing_scopes": missing,
             "reconnect": kind == "reconnect",
         }
         transaction.on_commit(lambda: _send(owners=owners, context=context))
@@ -80,11 +82,15 @@ def reconsent_link_send(*, grant: Grant, sent_by: AbstractBaseUser) -> Reconsent
 
 
 def _send(*, owners: list[str], context: dict) -> None:
-    subject = render_to_string("emails/reconsent_subject.txt", context).strip()
-    text = render_to_string("emails/reconsent_body.txt", context)
-    html = render_to_string("emails/reconsent_body.html", context)
-    for address in owners:
-        message = EmailMultiAlternatives(subject=subject, body=text, to=[address])
-        message.attach_alternative(html, "text/html")
-        message.send()
+    """One rendering per language the owners read (their setting, else the client's default)."""
+    for language, addresses in addresses_by_language(owners, client_id=context["client"].pk).items():
+        with translation.override(language):
+            words = {**context, "missing": [scope_words.describe(s) for s in context["missing_scopes"]]}
+            subject = render_to_string("emails/reconsent_subject.txt", words).strip()
+            text = render_to_string("emails/reconsent_body.txt", words)
+            html = render_to_string("emails/reconsent_body.html", words)
+        for address in addresses:
+            message = EmailMultiAlternatives(subject=subject, body=text, to=[address])
+            message.attach_alternative(html, "text/html")
+            message.send()
     logger.info("Sent a re-consent link for grant %s to %d contact(s)", context["grant"].pk, len(owners))

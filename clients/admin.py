@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.db.models import Case, Count, Exists, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.http import HttpRequest
 
-from agencyportal.admin_base import ReadOnlyTabularInline
+from agencyportal.admin_base import LabelledTabularInline, ReadOnlyTabularInline
 from agencyportal.roles import ClientScopedAdminMixin
 from connections.models import GRANT_SECRET_COLUMNS, LIVE_STATUSES, Grant
 
@@ -18,7 +18,7 @@ from .admin_actions import invite_contact
 from .models import Client, ClientMember, CloudflareAccount, Zone
 
 
-class ClientMemberInline(admin.TabularInline):
+class ClientMemberInline(LabelledTabularInline):
     model = ClientMember
     fk_name = "client"
     extra = 0

@@ -15,7 +15,8 @@ import pytest
 from django.conf import settings
 
 TEMPLATES = Path(settings.BASE_DIR) / "templates"
-CATALOGUE = Path(settings.BASE_DIR) / "locale" / "fr" / "LC_MESSAGES" / "django.po"
+LOCALE = Path(settings.BASE_DIR) / "locale"
+TRANSLATED = [code for code, _name in settings.LANGUAGES if code != settings.LANGUAGE_CODE]
 
 # Templates only agency staff see (the admin and its pages, staff alerts), relative to templates/.
 STAFF_ONLY = {
@@ -119,8 +120,15 @@ def _entries(po: str) -> list[dict]:
     return entries
 
 
-def test_the_french_catalogue_is_complete_with_nothing_fuzzy():
-    entries = [e for e in _entries(CATALOGUE.read_text()) if e["msgid"]]  # the header has an empty msgid
+def test_french_is_a_portal_language():
+    assert "fr" in TRANSLATED
+
+
+@pytest.mark.parametrize("language", TRANSLATED)
+def test_each_languages_catalogue_is_complete_with_nothing_fuzzy(language):
+    catalogue = LOCALE / language / "LC_MESSAGES" / "django.po"
+    assert catalogue.is_file(), f"no catalogue for {language}: run make messages"
+    entries = [e for e in _entries(catalogue.read_text()) if e["msgid"]]  # the header has an empty msgid
     assert len(entries) > 250
     fuzzy = [e["msgid"] for e in entries if "fuzzy" in e["flags"]]
     empty = [e["msgid"] for e in entries if not all(e["msgstr"].values())]

@@ -73,20 +73,25 @@ def _time_zone_choices():
 
 
 def _language_choices():
-    return [("", _("My organisation's default (or my browser's language)"))] + [
-        (code, name) for code, name in settings.LANGUAGES
-    ]
+    return [("", _("Automatic"))] + [(code, name) for code, name in settings.LANGUAGES]
 
 
 class ContactSettingsForm(forms.ModelForm):
     """A contact's own language and time zone (the portal's settings page)."""
 
-    language = forms.ChoiceField(label=_("Language"), choices=_language_choices, required=False)
+    language = forms.ChoiceField(
+        label=_("Language"),
+        choices=_language_choices,
+        required=False,
+        help_text=_("Automatic: your organisation's default language, else your browser's."),
+        widget=forms.Select(attrs={"aria-describedby": "language-help"}),
+    )
     time_zone = forms.ChoiceField(
         label=_("Time zone"),
         choices=_time_zone_choices,
         required=False,
         help_text=_("Dates and times in the portal are shown in this time zone."),
+        widget=forms.Select(attrs={"aria-describedby": "time-zone-help"}),
     )
 
     class Meta:

@@ -264,6 +264,9 @@ CLOUDFLARE_TOKEN_READ_TIMEOUT = env.float("CLOUDFLARE_TOKEN_READ_TIMEOUT", defau
 CLOUDFLARE_USERINFO_URL = env.str("CLOUDFLARE_USERINFO_URL", default="")
 # Largest response body the portal reads from Cloudflare (bytes); a bigger one is an error.
 CLOUDFLARE_MAX_RESPONSE_BYTES = env.int("CLOUDFLARE_MAX_RESPONSE_BYTES", default=2 * 1024 * 1024)
+# Pages of GET /zones (50 zones each) the OAuth callback requests at once, before it knows how many
+# there are: 3 reads a grant of up to 150 zones in the callback's first round of reads.
+CLOUDFLARE_CALLBACK_ZONE_PAGES = env.int("CLOUDFLARE_CALLBACK_ZONE_PAGES", default=3)
 # Unknown at Cloudflare: whether a consent for only the missing scopes is merged into the earlier
 # consent (True) or yields a token with just those scopes (False, Hydra's behaviour; the default).
 CLOUDFLARE_INCREMENTAL_CONSENT = env.bool("CLOUDFLARE_INCREMENTAL_CONSENT", default=False)

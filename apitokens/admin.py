@@ -16,6 +16,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from agencyportal.admin_base import LargeTableAdminMixin
 from agencyportal.exports import csv_row
 from agencyportal.roles import ClientScopedAdminMixin, staff_sees_all_clients
 from clients.models import Zone
@@ -52,7 +53,7 @@ class EventInline(admin.TabularInline):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(ClientScopedAdminMixin, admin.ModelAdmin):
+class ApiTokenAdmin(LargeTableAdminMixin, ClientScopedAdminMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "client",

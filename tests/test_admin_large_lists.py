@@ -1,0 +1,133 @@
+"""The grant list at fleet size: later pages read by id, sorts served by an index in both
+directions, searches by id sets, the accounts counter kept in step, and the unfiltered count
+taken from the planner's statistics on PostgreSQL. Each gives the same rows as the plain query."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib import admin
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from agencyportal.admin_base import EstimatedCountPaginator
+from connections.models import Grant
+from tests import factories
+
+URL = "/admin/connections/grant/"
+
+
+def shown_emails(body: str) -> list[str]:
+    return re.findall(r'class="field-cf_user_email"><a [^>]*>([^<]+)</a>', body)
+
+
+@pytest.fixture
+def small_pages(monkeypatch):
+    monkeypatch.setattr(admin.site._registry[Grant], "list_per_page", 4)
+
+
+@pytest.fixture
+def eleven_grants(db):
+    app = factories.OAuthAppFactory()
+    client = factories.ClientFactory()
+    accounts = [factories.CloudflareAccountFactory(client=client) for _ in range(3)]
+    grants = [factories.GrantFactory(app=app, client=client) for _ in range(11)]
+    for i, grant in enumerate(grants):
+        grant.accounts.set(accounts[: i % 4])
+    return grants
+
+
+def test_it_keeps_the_accounts_counter_in_step_with_the_accounts_a_grant_reaches(db):
+    grant = factories.GrantFactory()
+    a, b, c = (factories.CloudflareAccountFactory(client=grant.client) for _ in range(3))
+
+    def count() -> int:
+        return Grant.objects.values_list("accounts_count", flat=True).get(pk=grant.pk)
+
+    grant.accounts.set([a, b])
+    assert count() == 2
+    grant.accounts.add(c)
+    assert count() == 3
+    grant.accounts.remove(a)
+    assert count() == 2
+    a.grants.add(grant)  # from the account's side
+    assert count() == 3
+    c.grants.clear()
+    assert count() == 2
+    grant.accounts.clear()
+    assert count() == 0
+
+
+def test_it_lists_the_same_rows_on_every_page_as_the_plain_order(admin_client, small_pages, eleven_grants):
+    expected = list(Grant.objects.order_by("-authorized_at", "-pk").values_list("cf_user_email", flat=True))
+    pages = [shown_emails(admin_client.get(URL, {"p": p}).content.decode()) for p in (1, 2, 3)]
+    assert pages == [expected[0:4], expected[4:8], expected[8:11]]
+
+
+@pytest.mark.parametrize("o, descending", [("6", False), ("-6", True)])
+def test_it_sorts_grants_by_accounts_reached_in_both_directions(
+    admin_client, small_pages, eleven_grants, o, descending
+):
+    ordering = ("-accounts_count", "-pk") if descending else ("accounts_count", "pk")
+    expected = list(Grant.objects.order_by(*ordering).values_list("cf_user_email", flat=True))
+    pages = [shown_emails(admin_client.get(URL, {"o": o, "p": p}).content.decode()) for p in (1, 2, 3)]
+    assert sum(pages, []) == expected
+
+
+def test_it_finds_grants_by_email_client_account_or_zone_name_once_each(admin_client):
+    client = factories.ClientFactory(name="Hooli Holdings")
+    factories.GrantFactory(client=client, cf_user_email="gavin@hooli.example")
+    account = factories.CloudflareAccountFactory(client=factories.ClientFactory(), name="Pied Piper prod")
+    by_account = factories.GrantFactory(client=account.client, cf_user_email="richard@pp.example")
+    by_account.accounts.add(account)
+    zone_account = factories.CloudflareAccountFactory(client=factories.ClientFactory(), name="Aviato")
+    factories.ZoneFactory(account=zone_account, name="raviga.example")
+    factories.ZoneFactory(account=zone_account, name="raviga-two.example")  # two matching zones: one row
+    by_zone = factories.GrantFactory(client=zone_account.client, cf_user_email="erlich@aviato.example")
+    by_zone.accounts.add(zone_account)
+    factories.GrantFactory(cf_user_email="nobody@else.example")
+
+    def found(q: str) -> list[str]:
+        return sorted(shown_emails(admin_client.get(URL, {"q": q}).content.decode()))
+
+    assert found("HOOLI") == ["gavin@hooli.example"]
+    assert found("pied piper") == ["richard@pp.example"]
+    assert found("raviga") == ["erlich@aviato.example"]
+    assert found("erlich@") == ["erlich@aviato.example"]
+    assert found("example") == sorted(
+        ["gavin@hooli.example", "richard@pp.example", "erlich@aviato.example", "nobody@else.example"]
+    )
+
+
+def test_later_pages_sorts_and_searches_cost_the_same_queries_as_the_first_page(
+    admin_client, small_pages, eleven_grants
+):
+    def queries(**params) -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert admin_client.get(URL, params).status_code == 200
+        return len(ctx.captured_queries)
+
+    first = queries()
+    assert queries(p=3) == first
+    assert queries(o="6", p=2) == first
+    assert queries(q="owner") == first
+    assert queries(q="owner", p=2) == first
+
+
+@pytest.mark.postgres
+def test_it_counts_an_unfiltered_large_list_from_the_planner_statistics(admin_client, eleven_grants, monkeypatch):
+    monkeypatch.setattr(EstimatedCountPaginator, "ESTIMATE_ABOVE", 5)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE connections_grant")
+    url = reverse("admin:connections_grant_changelist")
+    with CaptureQueriesContext(connection) as ctx:
+        body = admin_client.get(url).content.decode()
+    counts = [q["sql"] for q in ctx.captured_queries if "COUNT(" in q["sql"].upper()]
+    assert counts and all("pg_class" in sql and "reltuples" in sql for sql in counts), counts
+    assert "11 grants" in body
+    # A filtered list is counted exactly.
+    with CaptureQueriesContext(connection) as ctx:
+        admin_client.get(url, {"status__exact": "active"})
+    assert any('COUNT(*) AS "__count" FROM "connections_grant"' in q["sql"] for q in ctx.captured_queries)

@@ -85,6 +85,26 @@ class LargeTableAdminMixin:
 
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+    # Rendering is most of a list page's time once its queries are indexed (about 1 ms a row
+    # for the grants): 50 rows a page, as staff page through filtered or searched lists.
+    list_per_page = 50
 
     def get_changelist(self, request, **kwargs):
         return LargeTableChangeList
+
+
+class IdSetSearchMixin:
+    """Search each of `search_fields` (icontains) in its own subquery and keep the rows whose id
+    is in their union, per term.
+
+    Django's search ORs the lookups across the joined tables, which no index can serve: at
+    50,000 zones every search scanned them all. Here each part is one table's index (trigram
+    indexes on PostgreSQL) or a join from one.
+    """
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        base = self.model._default_manager.order_by()
+        for term in search_term.split():
+            parts = [base.filter(**{f"{field}__icontains": term}).values("pk") for field in self.search_fields]
+            queryset = queryset.filter(pk__in=parts[0].union(*parts[1:]))
+        return queryset, False

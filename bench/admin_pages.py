@@ -134,7 +134,10 @@ def seed(args) -> None:
                 cf_user_id=f"{i:032x}",
                 cf_user_email=f"owner{i}@client{i % len(clients)}.example",
                 requested_scopes=app.all_scopes,
-                granted_scopes=app.all_scopes if i % 7 else app.all_scopes[:-1],
+                # Every 7th declined the optional scope; every 50th lacks a required one.
+                granted_scopes=[
+                    s for s in (app.all_scopes if i % 7 else app.all_scopes[:-1]) if i % 50 != 3 or s != "dns.read"
+                ],
                 declined_scopes=[] if i % 7 else ["dns.write"],
                 status=status,
                 health=["healthy", "healthy", "degraded", "failing", "unknown"][i % 5],

@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.db.models import Case, Count, Exists, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.http import HttpRequest
 
-from agencyportal.admin_base import LargeTableAdminMixin, ReadOnlyTabularInline
+from agencyportal.admin_base import IdSetSearchMixin, LargeTableAdminMixin, ReadOnlyTabularInline
 from agencyportal.roles import ClientScopedAdminMixin
 from connections.models import GRANT_SECRET_COLUMNS, LIVE_STATUSES, Grant
 
@@ -182,7 +182,7 @@ class ZoneInline(ReadOnlyTabularInline):
 
 
 @admin.register(CloudflareAccount)
-class CloudflareAccountAdmin(LargeTableAdminMixin, ClientScopedAdminMixin, admin.ModelAdmin):
+class CloudflareAccountAdmin(LargeTableAdminMixin, IdSetSearchMixin, ClientScopedAdminMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "cf_account_id",
@@ -208,7 +208,7 @@ class CloudflareAccountAdmin(LargeTableAdminMixin, ClientScopedAdminMixin, admin
 
 
 @admin.register(Zone)
-class ZoneAdmin(LargeTableAdminMixin, ClientScopedAdminMixin, admin.ModelAdmin):
+class ZoneAdmin(LargeTableAdminMixin, IdSetSearchMixin, ClientScopedAdminMixin, admin.ModelAdmin):
     client_path = "account__client"
     list_display = ("name", "status", "plan_name", "account", "account__client", "last_seen_at", "removed_at")
     # Only the clients whose zones this staff member sees (an account manager: their own).

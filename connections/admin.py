@@ -14,8 +14,8 @@ from datetime import timedelta
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import connection
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
@@ -150,7 +150,10 @@ class OAuthAppAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[OAuthApp]:
-        return super().get_queryset(request).annotate(_grants=Count("grants"))
+        # A correlated count per app (a handful of rows), served by the app_id index: a Count()
+        # over the join grouped all 100,000 grants first.
+        grants = Grant.objects.filter(app=OuterRef("pk")).order_by().values("app").annotate(n=Count("*")).values("n")
+        return super().get_queryset(request).annotate(_grants=Coalesce(Subquery(grants), 0))
 
     @admin.display(description="Stored secret")
     def secret_masked(self, obj: OAuthApp) -> str:
@@ -212,30 +215,15 @@ class ScopeCoverageFilter(admin.SimpleListFilter):
             ("missing", "Missing a required scope"),
         )
 
-    @staticmethod
-    def _missing_required() -> Q:
-        # Per OAuth app (a handful): a grant misses a required scope when its granted list lacks one.
-        # PostgreSQL tests JSON containment (granted_scopes @> '["zone.read"]'): a cheap test per
-        # row, where a text match on the JSON cast to text cost a second at 100,000 grants.
-        # SQLite has no containment lookup: the text match there.
-        postgres = connection.vendor == "postgresql"
-        missing = Q(pk__in=[])
-        for app in OAuthApp.objects.only("pk", "required_scopes"):
-            lacks = Q(pk__in=[])
-            for scope in app.required_scopes:
-                lacks |= (
-                    ~Q(granted_scopes__contains=[scope]) if postgres else ~Q(granted_scopes__icontains=f'"{scope}"')
-                )
-            missing |= Q(app=app) & lacks
-        return missing
-
     def queryset(self, request, queryset):
+        # scope_missing is kept by the database (triggers, migration 0007) from the grant's
+        # granted scopes and its app's required ones; both filters have a partial index.
         if self.value() == "missing":
-            return queryset.filter(self._missing_required())
+            return queryset.filter(scope_missing=True)
         if self.value() == "partial":
-            return queryset.exclude(declined_scopes=[]).exclude(self._missing_required())
+            return queryset.exclude(declined_scopes=[]).filter(scope_missing=False)
         if self.value() == "complete":
-            return queryset.filter(declined_scopes=[]).exclude(self._missing_required())
+            return queryset.filter(declined_scopes=[], scope_missing=False)
         return queryset
 
 
@@ -621,6 +609,27 @@ class GrantEventAdmin(LargeTableAdminMixin, ClientScopedAdminMixin, ReadOnlyAdmi
     date_hierarchy = "at"
     raw_id_fields = ("grant", "client", "actor", "authorization_request")
     actions = ["export_csv"]
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[GrantEvent], search_term: str):
+        """Client name, the grant's Cloudflare email, the message: one id set per term.
+
+        An OR across the joined client and grant tables scanned every event (0.8 s at 100,000);
+        each part of the set is served by its own index (trigram indexes on PostgreSQL).
+        """
+        for term in search_term.split():
+            events = GrantEvent.objects.order_by()
+            matches = (
+                events.filter(message__icontains=term)
+                .values("pk")
+                .union(
+                    events.filter(grant__in=Grant.objects.filter(cf_user_email__icontains=term).values("pk")).values(
+                        "pk"
+                    ),
+                    events.filter(client__name__icontains=term).values("pk"),
+                )
+            )
+            queryset = queryset.filter(pk__in=matches)
+        return queryset, False
 
     @admin.display(description="Cloudflare user", ordering="grant__cf_user_email")
     def cloudflare_user(self, obj: GrantEvent) -> str:

@@ -131,3 +131,28 @@ def test_it_counts_an_unfiltered_large_list_from_the_planner_statistics(admin_cl
     with CaptureQueriesContext(connection) as ctx:
         admin_client.get(url, {"status__exact": "active"})
     assert any('COUNT(*) AS "__count" FROM "connections_grant"' in q["sql"] for q in ctx.captured_queries)
+
+
+def test_it_flags_a_grant_missing_a_required_scope_whoever_writes_its_scopes(db):
+    app = factories.OAuthAppFactory()
+    grant = factories.GrantFactory(app=app)
+
+    def flagged() -> bool:
+        return Grant.objects.values_list("scope_missing", flat=True).get(pk=grant.pk)
+
+    assert not flagged()
+    required = app.required_scopes[0]
+    # A bulk UPDATE (as the refresh engine writes a narrower scope list) is seen too.
+    Grant.objects.filter(pk=grant.pk).update(granted_scopes=[s for s in grant.granted_scopes if s != required])
+    assert flagged()
+    # The app no longer requiring it clears the flag of its grants.
+    app.required_scopes = [s for s in app.required_scopes if s != required]
+    app.save()
+    assert not flagged()
+    # A grant created without a required scope is flagged from the start; save() keeps the flag.
+    app.required_scopes = [*app.required_scopes, "analytics.read"]
+    app.save()
+    late = factories.GrantFactory(app=app, granted_scopes=["zone.read"])
+    late.save()
+    assert Grant.objects.get(pk=late.pk).scope_missing
+    assert flagged()

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.db.models import Case, Count, Exists, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from agencyportal.admin_base import IdSetSearchMixin, LargeTableAdminMixin, ReadOnlyTabularInline
 from agencyportal.roles import ClientScopedAdminMixin
@@ -35,14 +38,25 @@ class ClientMemberInline(admin.TabularInline):
         return super().get_queryset(request).select_related("user", "client")
 
 
+class LatestGrantsFormSet(BaseInlineFormSet):
+    def get_queryset(self):
+        # The most recent ones only: a client with a hundred grants (every reconnection is one)
+        # made its page render a hundred rows. "All grants" on the page links to the full list.
+        if not hasattr(self, "_latest"):
+            self._latest = super().get_queryset().order_by("-authorized_at", "-pk")[: GrantInline.SHOWN]
+        return self._latest
+
+
 class GrantInline(ReadOnlyTabularInline):
-    """The client's grants on its page: who authorized, status, health, scope coverage."""
+    """The client's latest grants on its page: who authorized, status, health, scope coverage."""
 
     model = Grant
     fk_name = "client"
+    formset = LatestGrantsFormSet
+    SHOWN = 20
     fields = ("cf_user_email", "status", "health", "coverage", "authorized_at", "last_refreshed_at")
     show_change_link = True
-    verbose_name_plural = "Cloudflare grants"
+    verbose_name_plural = f"Cloudflare grants (the latest {SHOWN})"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Grant]:
         return super().get_queryset(request).select_related("app", "client").defer(*GRANT_SECRET_COLUMNS)
@@ -98,7 +112,7 @@ class ClientAdmin(LargeTableAdminMixin, ClientScopedAdminMixin, admin.ModelAdmin
     search_fields = ("name", "slug", "members__user__email", "cloudflare_accounts__name")
     list_select_related = ("account_manager",)
     prepopulated_fields = {"slug": ("name",)}
-    readonly_fields = ("code", "created_at")
+    readonly_fields = ("code", "created_at", "all_grants")
     inlines = [ClientMemberInline, GrantInline]
     actions = [invite_contact]
 
@@ -138,6 +152,13 @@ class ClientAdmin(LargeTableAdminMixin, ClientScopedAdminMixin, admin.ModelAdmin
                 ),
             )
         ).order_by("name")  # Meta.ordering is dropped from GROUP BY queries (autocomplete pages by it)
+
+    @admin.display(description="Grants")
+    def all_grants(self, obj: Client):
+        if obj.pk is None:
+            return "—"
+        url = reverse("admin:connections_grant_changelist") + f"?client__id__exact={obj.pk}"
+        return format_html('<a href="{}" id="client-all-grants">All grants of this client</a>', url)
 
     @admin.display(description="Connection", ordering="_connection")
     def connection(self, obj: Client) -> str:

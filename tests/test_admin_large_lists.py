@@ -156,3 +156,20 @@ def test_it_flags_a_grant_missing_a_required_scope_whoever_writes_its_scopes(db)
     late.save()
     assert Grant.objects.get(pk=late.pk).scope_missing
     assert flagged()
+
+
+def test_the_client_page_shows_its_latest_grants_and_links_to_all_of_them(admin_client, monkeypatch):
+    from clients.admin import GrantInline
+
+    monkeypatch.setattr(GrantInline, "SHOWN", 3)
+    client = factories.ClientFactory()
+    app = factories.OAuthAppFactory()
+    grants = [factories.GrantFactory(client=client, app=app) for _ in range(5)]
+    factories.GrantFactory(app=app, cf_user_email="someone@else.example")
+    page = admin_client.get(reverse("admin:clients_client_change", args=[client.pk])).content.decode()
+    latest = Grant.objects.filter(client=client).order_by("-authorized_at", "-pk")
+    shown = [g.cf_user_email for g in grants if g.cf_user_email in page]
+    assert sorted(shown) == sorted(g.cf_user_email for g in latest[:3])
+    link = re.search(r'href="([^"]+)" id="client-all-grants"', page).group(1).replace("&amp;", "&")
+    listed = admin_client.get(link).content.decode()
+    assert sorted(shown_emails(listed)) == sorted(g.cf_user_email for g in grants)

@@ -188,3 +188,15 @@ def test_the_board_shows_a_bounded_number_of_rows_and_says_how_to_see_the_others
     assert len(list(csv.reader(io.StringIO(export.content.decode())))) == 1 + len(made)
     ApiToken.objects.filter(pk=made[0].pk).delete()
     assert 'id="board-more"' not in admin_client.get("/admin/apitokens/apitoken/board/").content.decode()
+
+
+def test_the_board_filters_by_client_through_a_search_box_not_a_list_of_every_client(admin_client):
+    others = [factories.ClientFactory(name=f"Unrelated {i}") for i in range(5)]
+    made = _tokens(2)
+    page = admin_client.get("/admin/apitokens/apitoken/board/")
+    body = page.content.decode()
+    assert "admin-autocomplete" in body
+    assert not any(c.name in body for c in others)  # no <option> per client
+    client = made[0].client
+    filtered = admin_client.get("/admin/apitokens/apitoken/board/", {"client": client.pk})
+    assert {t.pk for t in filtered.context["tokens"]} == {t.pk for t in made if t.client_id == client.pk}

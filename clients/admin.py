@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from agencyportal.admin_base import IdSetSearchMixin, LargeTableAdminMixin, ReadOnlyTabularInline
-from agencyportal.roles import ClientScopedAdminMixin
+from agencyportal.roles import ClientScopedAdminMixin, staff_sees_all_clients
 from connections.models import GRANT_SECRET_COLUMNS, LIVE_STATUSES, Grant
 
 from .admin_actions import invite_contact
@@ -234,21 +234,51 @@ class CloudflareAccountAdmin(LargeTableAdminMixin, IdSetSearchMixin, ClientScope
         return obj._zones
 
 
+class ZoneClientFilter(admin.SimpleListFilter):
+    """Zones of one client, as `?account__client__id__exact=<id>` (the client page and the bulk
+    change flow link to it). The sidebar lists the clients only while they are few: a list of
+    1,000 client names, gathered from 50,000 zones, was most of the zones page's time."""
+
+    title = "client"
+    parameter_name = "account__client__id__exact"
+    LISTED = 50
+
+    def lookups(self, request, model_admin):
+        clients = Client.objects.order_by("name")
+        if not staff_sees_all_clients(request):
+            clients = clients.filter(account_manager=request.user)
+        shown = list(clients.values_list("pk", "name")[: self.LISTED + 1])
+        if len(shown) <= self.LISTED:
+            return [(str(pk), name) for pk, name in shown]
+        selected = self.value() if (self.value() or "").isdigit() else None
+        return [(str(pk), name) for pk, name in clients.filter(pk=selected).values_list("pk", "name")]
+
+    def queryset(self, request, queryset):
+        if (self.value() or "").isdigit():
+            return queryset.filter(account__client_id=self.value())
+        return queryset
+
+
 @admin.register(Zone)
 class ZoneAdmin(LargeTableAdminMixin, IdSetSearchMixin, ClientScopedAdminMixin, admin.ModelAdmin):
     client_path = "account__client"
     list_display = ("name", "status", "plan_name", "account", "account__client", "last_seen_at", "removed_at")
-    # Only the clients whose zones this staff member sees (an account manager: their own).
+    # Only the clients this staff member sees (an account manager: their own).
     list_filter = (
         "status",
         ("removed_at", admin.EmptyFieldListFilter),
-        ("account__client", admin.RelatedOnlyFieldListFilter),
+        ZoneClientFilter,
     )
     search_fields = ("name", "cf_zone_id", "account__name", "account__client__name")
     list_select_related = ("account__client",)
     readonly_fields = ("cf_zone_id", "first_seen_at", "last_seen_at", "removed_at")
     raw_id_fields = ("account",)
     actions = ["start_bulk_change"]
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        # ZoneClientFilter's parameter (Django allows only list_filter field paths); the list is
+        # already scoped to the clients this staff member sees.
+        return lookup == ZoneClientFilter.parameter_name or super().lookup_allowed(lookup, value, request)
 
     @admin.action(description="Start a bulk change on the selected zones", permissions=["bulk_change"])
     def start_bulk_change(self, request, queryset):

@@ -173,3 +173,25 @@ def test_the_client_page_shows_its_latest_grants_and_links_to_all_of_them(admin_
     link = re.search(r'href="([^"]+)" id="client-all-grants"', page).group(1).replace("&amp;", "&")
     listed = admin_client.get(link).content.decode()
     assert sorted(shown_emails(listed)) == sorted(g.cf_user_email for g in grants)
+
+
+def test_the_zones_list_filters_by_client_and_lists_the_clients_only_while_they_are_few(admin_client, monkeypatch):
+    from clients.admin import ZoneClientFilter
+
+    accounts = [factories.CloudflareAccountFactory(client=factories.ClientFactory(name=f"Client {c}")) for c in "ABC"]
+    for account in accounts:
+        factories.ZoneFactory(account=account, name=f"zone-of-{account.client.name[-1].lower()}.example")
+    url = reverse("admin:clients_zone_changelist")
+    b = accounts[1].client.pk
+
+    def listed(body: str) -> bool:  # the sidebar's link to client B's zones
+        return f"?account__client__id__exact={b}" in body
+
+    assert listed(admin_client.get(url).content.decode())  # three clients: listed
+    monkeypatch.setattr(ZoneClientFilter, "LISTED", 2)
+    body = admin_client.get(url).content.decode()
+    assert not listed(body) and "zone-of-b.example" in body
+    chosen = admin_client.get(url, {"account__client__id__exact": b}).content.decode()
+    assert "zone-of-b.example" in chosen and "zone-of-a.example" not in chosen
+    assert listed(chosen)  # the chosen one is shown as the active filter
+    assert admin_client.get(url, {"account__client__id__exact": "x"}).status_code in (200, 302)

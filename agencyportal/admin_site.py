@@ -173,11 +173,10 @@ class AgencyAdminSite(admin.AdminSite):
             grants = grants.filter(client__account_manager=request.user)
             clients = clients.filter(account_manager=request.user)
             alerts = alerts.filter(client__account_manager=request.user)
+        summary = dashboard.fleet_summary(grants=grants, clients=clients, alerts=alerts)
         context = {
-            **dashboard.fleet_summary(grants=grants, clients=clients, alerts=alerts),
-            "health_chart": dashboard.health_chart_svg(
-                dashboard.health_history(today_counts=dashboard.health_today(grants=grants))
-            ),
+            **summary,
+            "health_chart": dashboard.health_chart_svg(dashboard.health_history(today_counts=summary["health_today"])),
             # Fleet-wide: the per-day counters are not kept per client.
             "refresh_chart": dashboard.refresh_chart_svg(dashboard.refresh_success_history()),
             **(extra_context or {}),

@@ -468,6 +468,23 @@ def api_list(path: str, *, access_token: str, params: dict[str, Any] | None = No
         page += 1
 
 
+def api_list_page(
+    path: str, *, access_token: str, page: int, params: dict[str, Any] | None = None, per_page: int = 50
+) -> tuple[list[dict], int]:
+    """One page of a paginated list endpoint: (items, total pages as Cloudflare counts them).
+
+    For callers that read pages concurrently; `api_list` reads them one after another.
+    """
+    envelope = api_request(
+        "GET", path, access_token=access_token, params={**(params or {}), "page": page, "per_page": per_page}
+    )
+    result = envelope.get("result") or []
+    if not isinstance(result, list):
+        raise BadResponse(f"API GET {path}: result is not a list")
+    total_pages = (envelope.get("result_info") or {}).get("total_pages")
+    return result, total_pages if isinstance(total_pages, int) and not isinstance(total_pages, bool) else 1
+
+
 def get_user(*, access_token: str) -> dict[str, Any]:
     return api_request("GET", "/user", access_token=access_token)["result"]
 

@@ -6,7 +6,10 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
+from django.db.models.signals import m2m_changed
+from django.dispatch import receiver
 from django.utils import timezone
 
 from . import crypto
@@ -194,7 +197,15 @@ class Grant(models.Model):
     requested_scopes = models.JSONField(default=list, blank=True)
     granted_scopes = models.JSONField(default=list, blank=True)
     declined_scopes = models.JSONField(default=list, blank=True)
+    # True when granted_scopes lacks one of the app's required scopes. Kept by the database itself
+    # (triggers on grant and OAuth app rows, migration 0007), whoever writes the scopes: the
+    # admin's "missing a required scope" filter reads it from an index instead of testing every
+    # grant's JSON. Python code uses `missing_required_scopes`, which is always current.
+    scope_missing = models.BooleanField(default=False, editable=False)
     accounts = models.ManyToManyField("clients.CloudflareAccount", blank=True, related_name="grants")
+    # len(accounts), kept in step with the relation (`_grant_accounts_changed` below): the admin
+    # list shows and sorts by it without counting the relation for every row of the table.
+    accounts_count = models.PositiveIntegerField(default=0, editable=False)
     all_accounts = models.BooleanField(default=False, help_text="Consent covered all of the user's accounts.")
 
     access_token = EncryptedTextField(blank=True)
@@ -299,6 +310,21 @@ class Grant(models.Model):
             models.Index(fields=["client", "status"], name="connections_grant_client_st"),
             # The admin's grant list, newest first (ORDER BY authorized_at DESC LIMIT 100).
             models.Index(fields=["-authorized_at"], name="connections_grant_authorized"),
+            # The admin list filtered by status (newest first, and its count) and by health.
+            models.Index(fields=["status", "-authorized_at"], name="connections_grant_status_auth"),
+            models.Index(fields=["health", "status"], name="connections_grant_health_st"),
+            # The admin list sorted by accounts reached or by email (either direction).
+            models.Index(fields=["accounts_count", "id"], name="connections_grant_accounts_n"),
+            models.Index(fields=["cf_user_email", "id"], name="connections_grant_email"),
+            # The admin's scope-coverage filters: missing a required scope; an optional one declined.
+            models.Index(fields=["-authorized_at"], condition=Q(scope_missing=True), name="connections_grant_missing"),
+            models.Index(fields=["-authorized_at"], condition=~Q(declined_scopes=[]), name="connections_grant_partial"),
+            # The clients list's "partial" connection: a client's active grants that declined a scope.
+            models.Index(
+                fields=["client"],
+                condition=Q(status="active") & ~Q(declined_scopes=[]),
+                name="connections_grant_declined",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -342,6 +368,37 @@ class Grant(models.Model):
     @property
     def refresh_token_masked(self) -> str:
         return crypto.mask("cfort_", self.refresh_token_fp)
+
+
+def grant_accounts_recount(*, grant_ids) -> None:
+    """Set Grant.accounts_count from the relation, in one UPDATE."""
+    reached = (
+        Grant.accounts.through.objects.filter(grant_id=OuterRef("pk"))
+        .values("grant_id")
+        .annotate(n=Count("*"))
+        .values("n")
+    )
+    Grant.objects.filter(pk__in=list(grant_ids)).update(accounts_count=Coalesce(Subquery(reached), 0))
+
+
+@receiver(m2m_changed, sender=Grant.accounts.through)
+def _grant_accounts_changed(sender, instance, action, reverse, pk_set, **kwargs) -> None:
+    # Every change of the relation through its managers (grant.accounts.set/add/remove/clear,
+    # account.grants...) recounts the grants concerned. A reverse clear does not say which grants
+    # it touched: they are noted before it.
+    if reverse and action == "pre_clear":
+        instance._grants_before_clear = list(instance.grants.values_list("pk", flat=True))
+        return
+    if action not in ("post_add", "post_remove", "post_clear"):
+        return
+    if not reverse:
+        grant_ids = [instance.pk]
+    elif action == "post_clear":
+        grant_ids = getattr(instance, "_grants_before_clear", [])
+    else:
+        grant_ids = pk_set or []
+    if grant_ids:
+        grant_accounts_recount(grant_ids=grant_ids)
 
 
 class GrantEvent(models.Model):

@@ -19,6 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import urlencode
 
+from agencyportal.admin_base import LargeTableAdminMixin
 from agencyportal.exports import csv_row
 from agencyportal.roles import ClientScopedAdminMixin, staff_sees_all_clients
 from clients.models import Zone
@@ -33,7 +34,7 @@ from .services import action_preview, action_run
 
 
 @admin.register(ActionRecord)
-class ActionRecordAdmin(ClientScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class ActionRecordAdmin(LargeTableAdminMixin, ClientScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "created_at",
         "action_id",

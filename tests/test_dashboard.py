@@ -134,3 +134,19 @@ def test_the_engine_gathers_refresh_counts_and_writes_them_every_few_seconds(db,
     DailyFleetStats.count_refresh(ok=True, batched=True)
     stats.refresh_from_db()
     assert stats.refresh_ok == 6
+
+
+def test_it_counts_todays_live_grants_by_health_in_the_same_pass_as_the_tiles(db):
+    from agencyportal.dashboard import fleet_summary, health_today
+    from clients.models import Client
+    from connections.models import Alert
+
+    app = factories.OAuthAppFactory()
+    for health, status in [("healthy", "active"), ("healthy", "active"), ("failing", "refresh_failing")]:
+        factories.GrantFactory(app=app, health=health, status=status)
+    factories.GrantFactory(app=app, health="degraded", status="revoked", ended_at=timezone.now())  # ended: not counted
+    grants = Grant.objects.all()
+    with CaptureQueriesContext(connection) as ctx:
+        summary = fleet_summary(grants=grants, clients=Client.objects.all(), alerts=Alert.objects.all())
+    assert len(ctx.captured_queries) == 3  # grants (tiles and health), clients, alerts
+    assert summary["health_today"] == health_today(grants=grants) == {"healthy": 2, "failing": 1}

@@ -173,3 +173,30 @@ def test_a_tokens_page_and_its_portal_page_keep_their_query_count_as_events_grow
     for browser, url in ((admin_client, admin_url), (contact, portal_url)):
         with django_assert_num_queries(counts[url]):
             browser.get(url)
+
+
+def test_the_board_shows_a_bounded_number_of_rows_and_says_how_to_see_the_others(admin_client, monkeypatch):
+    from apitokens.admin import ApiTokenAdmin
+
+    monkeypatch.setattr(ApiTokenAdmin, "BOARD_ROWS", 3)
+    made = _tokens(4)
+    page = admin_client.get("/admin/apitokens/apitoken/board/")
+    assert len(page.context["tokens"]) == 3
+    assert 'id="board-more"' in page.content.decode()
+    assert {s: n for s, _, n in page.context["states"]}["token_only"] == 4  # the counts cover every token
+    export = admin_client.get("/admin/apitokens/apitoken/board/export/")
+    assert len(list(csv.reader(io.StringIO(export.content.decode())))) == 1 + len(made)
+    ApiToken.objects.filter(pk=made[0].pk).delete()
+    assert 'id="board-more"' not in admin_client.get("/admin/apitokens/apitoken/board/").content.decode()
+
+
+def test_the_board_filters_by_client_through_a_search_box_not_a_list_of_every_client(admin_client):
+    others = [factories.ClientFactory(name=f"Unrelated {i}") for i in range(5)]
+    made = _tokens(2)
+    page = admin_client.get("/admin/apitokens/apitoken/board/")
+    body = page.content.decode()
+    assert "admin-autocomplete" in body
+    assert not any(c.name in body for c in others)  # no <option> per client
+    client = made[0].client
+    filtered = admin_client.get("/admin/apitokens/apitoken/board/", {"client": client.pk})
+    assert {t.pk for t in filtered.context["tokens"]} == {t.pk for t in made if t.client_id == client.pk}

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -80,7 +80,10 @@ def portal(live_server, settings, cf_sandbox):
 def mfa_manager(db):
     """An account manager with a confirmed authenticator."""
     user = factories.StaffFactory(username="manager", password=PASSWORD)
-    user.groups.add(Group.objects.get_or_create(name=roles.ACCOUNT_MANAGER)[0])
+    group = Group.objects.get_or_create(name=roles.ACCOUNT_MANAGER)[0]
+    # Transactional tests flush the roles' permissions that migrations gave: give back this one.
+    group.permissions.add(Permission.objects.get(codename="view_agentconnection"))
+    user.groups.add(group)
     device = TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
     user.device = device
     return user

@@ -27,6 +27,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from agencyportal import roles
 from tests import factories
+from tests.operations.conftest import acme_grant, manager, support, zone  # noqa: F401 - shared fixtures
 
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 os.environ.setdefault("DJANGO_LIVE_TEST_SERVER_ADDRESS", "127.0.0.1")

@@ -45,6 +45,7 @@ def free_port() -> int:
 class Portal:
     site_url: str
     mcp_url: str
+    sessions: list = field(default_factory=list)
 
 
 @pytest.fixture
@@ -72,7 +73,10 @@ def portal(live_server, settings, cf_sandbox):
         if time.monotonic() > deadline:
             raise RuntimeError("the MCP server did not start")
         time.sleep(0.05)
-    yield Portal(site_url=site_url, mcp_url=mcp_url)
+    portal = Portal(site_url=site_url, mcp_url=mcp_url)
+    yield portal
+    for session in portal.sessions:
+        session.close()
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -97,6 +101,8 @@ def otp_code(device: TOTPDevice) -> str:
 def staff_browser(portal: Portal, user) -> requests.Session:
     """A requests session signed in to the admin with password and TOTP code (the MFA sign-in)."""
     session = requests.Session()
+    # Closed with the portal: the live server's request thread (and its database connection) then ends.
+    portal.sessions.append(session)
     login = f"{portal.site_url}/admin/login/"
     session.get(login, timeout=10)
     response = session.post(

@@ -497,6 +497,8 @@ OAUTH2_PROVIDER = {
     "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["none"],
     # RFC 9207: `iss` in every authorization response.
     "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    # Bearer tokens in the Authorization header only, never in a URL.
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
     # Tokens are stored as their SHA-256 only.
     "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
     "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
@@ -516,3 +518,7 @@ OAUTH2_PROVIDER = {
     "DCR_ENABLED": True,
     "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),
 }
+# django-oauth-toolkit warns that http redirect URIs are allowed: they must be, for native MCP clients'
+# loopback callbacks (RFC 8252). The portal accepts http only on loopback addresses (agents/metadata.py:
+# `redirect_uri_ok`, checked at registration and at consent), everything else must be https.
+SILENCED_SYSTEM_CHECKS = ["oauth2_provider.W008"]

@@ -224,3 +224,15 @@ def test_an_account_manager_sees_only_their_own_agent_connections(client, manage
     assert revoke.status_code == 404
     theirs.refresh_from_db()
     assert theirs.revoked_at is None
+
+
+def test_the_deployment_checks_refuse_an_http_mcp_url_and_the_test_only_metadata_settings(settings):
+    from agents.checks import agents_checks
+
+    settings.MCP_URL = "https://portal.example/mcp"
+    settings.AGENT_METADATA_ALLOW_LOOPBACK = False
+    settings.AGENT_METADATA_CA_BUNDLE = None
+    assert agents_checks(None) == []
+    settings.MCP_URL = "http://portal.example/mcp"
+    settings.AGENT_METADATA_ALLOW_LOOPBACK = True
+    assert sorted(e.id for e in agents_checks(None)) == ["agents.E001", "agents.E002"]

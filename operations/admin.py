@@ -42,6 +42,7 @@ class ActionRecordAdmin(ClientScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelA
         "zone_name",
         "actor",
         "actor_via",
+        "actor_label",
         "duration_ms",
         "summary",
     )

@@ -130,6 +130,7 @@ class Consent:
     client_ids: list[int]
     allow: bool = True
     pages: list[str] = field(default_factory=list)
+    redirects: list[dict] = field(default_factory=list)
 
 
 def approve(session: requests.Session, authorization_url: str, consent: Consent) -> dict[str, str]:
@@ -153,7 +154,9 @@ def approve(session: requests.Session, authorization_url: str, consent: Consent)
     )
     assert response.status_code == 302, response.text[:2000]
     location = response.headers["Location"]
-    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+    query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+    consent.redirects.append(query)
+    return query
 
 
 # --- A client ID metadata document served over https by the test, with its own CA ---------------

@@ -236,3 +236,18 @@ def test_the_deployment_checks_refuse_an_http_mcp_url_and_the_test_only_metadata
     settings.MCP_URL = "http://portal.example/mcp"
     settings.AGENT_METADATA_ALLOW_LOOPBACK = True
     assert sorted(e.id for e in agents_checks(None)) == ["agents.E001", "agents.E002"]
+
+
+def test_staff_see_an_agents_action_as_the_agent_on_behalf_of_the_staff_member(admin_client, manager, acme):
+    ActionRecord.objects.create(
+        actor=manager,
+        actor_via="agent",
+        actor_label="Ops Assistant",
+        client=acme,
+        action_id="dns.record.create",
+        kind="write",
+        outcome="refused",
+        reason="The client has not given the permission this needs.",
+    )
+    body = admin_client.get(reverse("admin:clients_client_change", args=[acme.pk])).content.decode()
+    assert "agent Ops Assistant, on behalf of account-manager" in body

@@ -41,17 +41,20 @@ def _agent(portal, mfa_manager, consent: Consent, *, metadata_document=None, red
 def test_an_agent_with_a_metadata_document_discovers_registers_is_approved_and_sees_only_approved_tools(
     portal, acme, acme_live, mfa_manager, metadata_document, cf_sandbox
 ):
-    consent = Consent(tools=["portal_clients", "dns_records_list", "dns_record_create"], client_ids=[acme.pk])
+    consent = Consent(
+        tools=["portal_clients", "portal_grants", "dns_records_list", "dns_record_create"], client_ids=[acme.pk]
+    )
     agent = _agent(portal, mfa_manager, consent, metadata_document=metadata_document)
     zone = Zone.objects.filter(account__grants=acme_live).order_by("name").first()
 
     async def flow(session):
         names = await list_tool_names(session)
         listed = await session.call_tool("portal_clients", {})
+        grants = await session.call_tool("portal_grants", {})
         records = await session.call_tool("dns_records_list", {"zone": zone.name})
-        return names, listed, records
+        return names, listed, grants, records
 
-    names, listed, records = agent.run(flow)
+    names, listed, grants, records = agent.run(flow)
 
     # Discovery: 401 -> protected resource metadata -> authorization server metadata; then the
     # client used its metadata URL as client_id (no registration call), which the portal fetched.
@@ -66,15 +69,22 @@ def test_an_agent_with_a_metadata_document_discovers_registers_is_approved_and_s
     assert "Ops Assistant" in page and metadata_document.url in page and metadata_document.redirect_uri in page
     assert "Read: see, change nothing" in page and "Destructive: remove things" in page
     assert "Add a DNS record" in page and "Acme Corp" in page
+    # RFC 9207: the authorization response named the portal as issuer (the client checked it too).
+    assert consent.redirects[0]["iss"] == portal.site_url and consent.redirects[0]["code"]
     # Only the approved tools are listed.
-    assert names == ["dns_record_create", "dns_records_list", "portal_clients"]
+    assert names == ["dns_record_create", "dns_records_list", "portal_clients", "portal_grants"]
     assert not listed.is_error and json.loads(listed.content[0].text) == [
         {"client": "acme", "name": "Acme Corp", "connected": True}
     ]
     assert not records.is_error, records.content[0].text
     assert records.structured_content["data"]
+    # Cloudflare's data, never a Cloudflare credential
+    assert json.loads(grants.content[0].text)[0]["permissions"] == sorted(READ_SCOPES)
+    for answer in (listed, grants, records):
+        assert acme_live.access_token not in answer.content[0].text
+        assert acme_live.refresh_token not in answer.content[0].text
     conn = AgentConnection.objects.get()
-    assert conn.user == mfa_manager and conn.calls == 2 and conn.last_used_at is not None
+    assert conn.user == mfa_manager and conn.calls == 3 and conn.last_used_at is not None
     assert list(conn.clients.all()) == [acme]
     # The read was counted in the same record as staff reads, as the agent on behalf of the manager.
     from operations.models import ActionReadCount

@@ -157,7 +157,11 @@ def build_app(*, mcp_url: str | None = None, site_url: str | None = None):
     """The ASGI app serving MCP at `mcp_url` (default: settings.MCP_URL)."""
     mcp_url = (mcp_url or settings.MCP_URL).rstrip("/")
     site_url = (site_url or settings.SITE_URL).rstrip("/")
-    netloc = urlsplit(mcp_url).netloc
+    parts = urlsplit(mcp_url)
+    hosts = [parts.netloc]
+    if parts.hostname in ("127.0.0.1", "localhost"):  # a local demo, reached by either name
+        port = f":{parts.port}" if parts.port else ""
+        hosts = [f"127.0.0.1{port}", f"localhost{port}"]
     server = Server(
         "agency-portal",
         version="1",
@@ -176,7 +180,7 @@ def build_app(*, mcp_url: str | None = None, site_url: str | None = None):
         max_request_body_size=settings.MCP_MAX_BODY_BYTES,
         transport_security=TransportSecuritySettings(
             enable_dns_rebinding_protection=True,
-            allowed_hosts=[netloc],
+            allowed_hosts=hosts,
             allowed_origins=sorted({_origin(mcp_url), _origin(site_url)}),
         ),
         auth=AuthSettings(

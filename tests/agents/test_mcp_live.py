@@ -100,6 +100,7 @@ def test_a_write_the_grant_has_no_scope_for_is_refused_in_plain_words_with_zero_
     agent = _agent(portal, mfa_manager, consent, metadata_document=metadata_document)
     zone = Zone.objects.filter(account__grants=acme_live).order_by("name").first()
     cf_sandbox.reset_counters()
+    writes_before = len(cf_sandbox.writes())
 
     result = agent.run(
         lambda s: s.call_tool(
@@ -111,7 +112,7 @@ def test_a_write_the_grant_has_no_scope_for_is_refused_in_plain_words_with_zero_
     text = result.content[0].text
     assert "has not given the permission" in text and "DNS" in text
     assert api_calls(cf_sandbox) == 0
-    assert cf_sandbox.writes() == []
+    assert len(cf_sandbox.writes()) == writes_before
     record = ActionRecord.objects.get(action_id="dns.record.create")
     assert record.outcome == "refused" and record.actor == mfa_manager and record.actor_via == "agent"
     assert record.actor_label == "Ops Assistant"

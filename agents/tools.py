@@ -162,7 +162,8 @@ def connection_for(connection_id: int) -> AgentConnection:
 def _rate_limit(conn: AgentConnection) -> None:
     limit = settings.AGENT_CALLS_PER_MINUTE
     window = int(timezone.now().timestamp() // 60)
-    key = f"agents:calls:{conn.pk}:{window}"
+    # The approval time in the key: a connection id reused (a restored database) starts afresh.
+    key = f"agents:calls:{conn.pk}:{conn.approved_at.timestamp():.6f}:{window}"
     cache.add(key, 0, timeout=120)
     try:
         count = cache.incr(key)

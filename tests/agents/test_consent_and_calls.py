@@ -176,7 +176,7 @@ def test_the_per_agent_rate_limit_refuses_calls_beyond_it(settings, manager, acm
     conn = _connection(manager, [acme], ["portal_clients"])
     other = _connection(manager, [acme], ["portal_clients"], app=_application(name="Other bot"))
     results = [tools.call_tool(conn.pk, "portal_clients", {}) for _ in range(3)]
-    assert [r.is_error for r in results] == [False, False, True]
+    assert [r.is_error for r in results] == [False, False, True], [r.text for r in results]
     assert "2 tool calls a minute" in results[2].text
     assert not tools.call_tool(other.pk, "portal_clients", {}).is_error  # per agent, not global
     conn.refresh_from_db()

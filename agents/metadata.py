@@ -32,6 +32,13 @@ def _is_loopback(host: str | None) -> bool:
 
 class MetadataFetcher(SafeMetadataFetcher):
     def fetch(self, client_id):
+        data, max_age = self._fetch(client_id)
+        uris = data.get("redirect_uris")
+        if isinstance(uris, list) and not all(isinstance(u, str) and redirect_uri_ok(u) for u in uris):
+            raise CIMDError("redirect_uris must be https, or http on a loopback address")
+        return data, max_age
+
+    def _fetch(self, client_id):
         parsed = _validate_client_id_url(client_id)
         if not (settings.AGENT_METADATA_ALLOW_LOOPBACK and _is_loopback(parsed.hostname)):
             return super().fetch(client_id)

@@ -130,3 +130,32 @@ def test_an_agent_registered_dynamically_is_approved_and_calls_a_tool(portal, ac
     assert not result.is_error, result.content[0].text
     assert {z["client"] for z in json.loads(result.content[0].text)} == {"acme"}
     assert agent.storage.client_info.client_id and not agent.storage.client_info.client_secret
+
+
+def test_a_metadata_document_with_a_foreign_http_redirect_is_refused_before_consent(
+    portal, acme, mfa_manager, metadata_document, settings
+):
+    doc = metadata_document.documents["/agent/client.json"]
+    doc["redirect_uris"] = ["http://bot.example/callback"]
+    browser = staff_browser(portal, mfa_manager)
+    response = browser.get(
+        f"{portal.site_url}/agents/oauth/authorize/",
+        params={
+            "response_type": "code",
+            "client_id": metadata_document.url,
+            "redirect_uri": "http://bot.example/callback",
+            "state": "s",
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "code_challenge_method": "S256",
+            "resource": portal.mcp_url,
+            "scope": "mcp",
+        },
+        timeout=10,
+        allow_redirects=False,
+    )
+    assert metadata_document.fetches == ["/agent/client.json"]
+    assert response.status_code == 400 and "bot.example" not in response.headers.get("Location", "")
+    assert not AgentConnection.objects.exists()
+    from oauth2_provider.models import Application
+
+    assert not Application.objects.filter(client_id=metadata_document.url).exists()

@@ -251,3 +251,35 @@ def test_staff_see_an_agents_action_as_the_agent_on_behalf_of_the_staff_member(a
     )
     body = admin_client.get(reverse("admin:clients_client_change", args=[acme.pk])).content.decode()
     assert "agent Ops Assistant, on behalf of account-manager" in body
+
+
+def test_denying_sends_the_agent_access_denied_and_stores_nothing(client, settings, manager, acme):
+    acme.account_manager = manager
+    acme.save(update_fields=["account_manager"])
+    app = _application()
+    client.force_login(manager)
+    response = client.post(AUTHORIZE, {**_authorize_query(app, settings), "tools": ["portal_clients"]})
+    assert response.status_code == 302
+    assert response["Location"].startswith(app.redirect_uris) and "error=access_denied" in response["Location"]
+    assert not AgentConnection.objects.exists()
+
+
+def test_approving_stores_the_ticked_subset_and_a_second_approval_replaces_the_first(client, settings, manager, acme):
+    acme.account_manager = manager
+    acme.save(update_fields=["account_manager"])
+    factories.ClientFactory(name="Initech", slug="initech", account_manager=manager)
+    app = _application()
+    client.force_login(manager)
+    form = {**_authorize_query(app, settings), "allow": "on", "clients": [acme.pk]}
+    first = client.post(AUTHORIZE, {**form, "tools": ["portal_clients", "dns_record_delete"]})
+    assert first.status_code == 302 and "code=" in first["Location"]
+    assert f"iss={settings.SITE_URL}".replace(":", "%3A").replace("/", "%2F") in first["Location"]
+    conn = AgentConnection.objects.get()
+    assert conn.tools == ["portal_clients", "dns_record_delete"] and list(conn.clients.all()) == [acme]
+    assert conn.user == manager and conn.name == "Ops Assistant" and conn.redirect_uri == app.redirect_uris
+
+    client.post(AUTHORIZE, {**form, "tools": ["portal_zones"]})
+
+    conn.refresh_from_db()
+    assert conn.revoked_at is not None and conn.revoke_reason == "replaced"
+    assert AgentConnection.objects.active().get().tools == ["portal_zones"]

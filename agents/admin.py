@@ -73,6 +73,20 @@ class AgentConnectionAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    def _revokes_nothing(self, request) -> bool:
+        # Support sees every connection and revokes none; account managers revoke their own.
+        user = request.user
+        return staff_sees_all_clients(request) and not (
+            user.is_superuser or user.has_perm("agents.change_agentconnection")
+        )
+
+    def get_list_display(self, request):
+        display = super().get_list_display(request)
+        return [d for d in display if d != "revoke_button"] if self._revokes_nothing(request) else display
+
+    def has_revoke_permission(self, request) -> bool:
+        return not self._revokes_nothing(request)
+
     def _may_revoke(self, request, obj=None) -> bool:
         user = request.user
         if user.is_superuser:
@@ -127,7 +141,7 @@ class AgentConnectionAdmin(admin.ModelAdmin):
         messages.success(request, f"{conn.name} is revoked: its next call is refused.")
         return HttpResponseRedirect(reverse("admin:agents_agentconnection_changelist"))
 
-    @admin.action(description="Revoke the selected agent connections")
+    @admin.action(description="Revoke the selected agent connections", permissions=["revoke"])
     def revoke_selected(self, request, queryset) -> None:
         done = 0
         for conn in queryset.filter(revoked_at__isnull=True):

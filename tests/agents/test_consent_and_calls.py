@@ -283,3 +283,14 @@ def test_approving_stores_the_ticked_subset_and_a_second_approval_replaces_the_f
     conn.refresh_from_db()
     assert conn.revoked_at is not None and conn.revoke_reason == "replaced"
     assert AgentConnection.objects.active().get().tools == ["portal_zones"]
+
+
+def test_support_sees_every_agent_connection_and_cannot_revoke_one(client, support, manager, acme):
+    support.groups.first().permissions.add(Permission.objects.get(codename="view_agentconnection"))
+    conn = _connection(manager, [acme], ["portal_clients"])
+    client.force_login(support)
+    body = client.get(reverse("admin:agents_agentconnection_changelist")).content.decode()
+    assert conn.name in body and "revoke-agent" not in body
+    assert client.post(reverse("admin:agents_agentconnection_revoke", args=[conn.pk])).status_code == 403
+    conn.refresh_from_db()
+    assert conn.revoked_at is None

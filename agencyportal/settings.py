@@ -465,6 +465,8 @@ LOGGING = {
         "celery.app.trace": {"level": _CHATTY},
         "celery.worker.strategy": {"level": _CHATTY},
         "celery.beat": {"level": _CHATTY},
+        # The MCP SDK logs every stateless request's start and end at INFO.
+        "mcp": {"level": _CHATTY},
     },
 }
 

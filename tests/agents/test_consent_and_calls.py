@@ -294,3 +294,18 @@ def test_support_sees_every_agent_connection_and_cannot_revoke_one(client, suppo
     assert client.post(reverse("admin:agents_agentconnection_revoke", args=[conn.pk])).status_code == 403
     conn.refresh_from_db()
     assert conn.revoked_at is None
+
+
+def test_agent_calls_spend_the_same_cloudflare_budget_as_the_workers(
+    settings, acme_grant, acme, manager, cf_sandbox, zone
+):
+    settings.CLOUDFLARE_USER_BUDGET = 1
+    settings.CLOUDFLARE_RATELIMIT_MAX_WAIT = 0
+    conn = _connection(manager, [acme], ["dns_records_list"])
+    assert not tools.call_tool(conn.pk, "dns_records_list", {"zone": zone.name}).is_error
+    calls = api_calls(cf_sandbox)
+
+    over = tools.call_tool(conn.pk, "dns_records_list", {"zone": zone.name})
+
+    assert over.is_error and "budget" in over.text
+    assert api_calls(cf_sandbox) == calls

@@ -16,9 +16,10 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 10
 
 # The demo checks grants every 2 minutes (tokens live 2 minutes too) so the workers' work shows.
-run: install compilemessages migrate seed ## the whole portal with a demo (sandbox, web, worker, beat), one log stream
-	@echo "Starting sandbox, web, worker and beat (Ctrl-C stops them all)..."
-	GRANT_CHECK_INTERVAL=$${GRANT_CHECK_INTERVAL:-120} $(BIN)/honcho -f Procfile.dev start
+run: install compilemessages migrate seed ## the whole portal with a demo (sandbox, web, MCP server, worker, beat), one log stream
+	@echo "Starting sandbox, web, MCP server, worker and beat (Ctrl-C stops them all)..."
+	GRANT_CHECK_INTERVAL=$${GRANT_CHECK_INTERVAL:-120} MCP_URL=$${MCP_URL:-http://127.0.0.1:8001/mcp} \
+		$(BIN)/honcho -f Procfile.dev start
 
 test: install compilemessages ## the whole test suite (SQLite; PostgreSQL + Redis when DATABASE_URL / CELERY_BROKER_URL say so)
 	$(BIN)/pytest

@@ -78,6 +78,9 @@ INSTALLED_APPS = [
     "changes",
     # The migration off API tokens, service keys + the Cloudflare-compatible proxy, app verification.
     "apitokens",
+    # Agents: the action catalogue as MCP tools; the portal is their OAuth authorization server.
+    "oauth2_provider",
+    "agents",
     # `manage.py seed_demo` for `make run`; holds no models.
     "demo",
 ]
@@ -478,5 +481,62 @@ LOGGING = {
         "celery.app.trace": {"level": _CHATTY},
         "celery.worker.strategy": {"level": _CHATTY},
         "celery.beat": {"level": _CHATTY},
+        # The MCP SDK logs every stateless request's start and end at INFO.
+        "mcp": {"level": _CHATTY},
     },
 }
+
+# --- Agents: MCP server and its OAuth authorization server (agents/, docs/agents.md) -------------
+# The MCP resource: tokens are bound to this exact URL (RFC 8707) and refused anywhere else. In
+# production a proxy sends SITE_URL/mcp to the MCP process; `make run` serves it on its own port.
+MCP_URL = env.str("MCP_URL", default=f"{SITE_URL}/mcp").rstrip("/")
+# Largest JSON-RPC request body the MCP server reads (bytes).
+MCP_MAX_BODY_BYTES = env.int("MCP_MAX_BODY_BYTES", default=256 * 1024)
+# Tool calls per agent connection per minute (Cloudflare's own budgets apply on top).
+AGENT_CALLS_PER_MINUTE = env.int("AGENT_CALLS_PER_MINUTE", default=60)
+# Client ID Metadata Documents are fetched over https from public addresses only. Tests serve one
+# on the loopback address (https, with their own CA): never on in production.
+AGENT_METADATA_ALLOW_LOOPBACK = env.bool("AGENT_METADATA_ALLOW_LOOPBACK", default=False)
+AGENT_METADATA_CA_BUNDLE = env.str("AGENT_METADATA_CA_BUNDLE", default="") or None
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
+OAUTH2_PROVIDER = {
+    # One scope: "use the portal's MCP tools"; which tools is the consent's business (agents.models).
+    "SCOPES": {"mcp": "Use the Agency Portal's tools through MCP"},
+    "DEFAULT_SCOPES": ["mcp"],
+    "OIDC_ISS_ENDPOINT": SITE_URL,
+    # Authorization code + PKCE S256, nothing else.
+    "PKCE_REQUIRED": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "refresh_token"],
+    "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["none"],
+    # RFC 9207: `iss` in every authorization response.
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    # Bearer tokens in the Authorization header only, never in a URL.
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    # Tokens are stored as their SHA-256 only.
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
+    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("AGENT_ACCESS_TOKEN_SECONDS", default=600),
+    "REFRESH_TOKEN_EXPIRE_SECONDS": env.int("AGENT_REFRESH_TOKEN_SECONDS", default=30 * 24 * 3600),
+    # Single-use refresh tokens; a reused one revokes its family (and agents.views the connection).
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": 0,
+    # Native clients redirect to a loopback port of their choosing (RFC 8252).
+    "ALLOW_LOCALHOST_LOOPBACK": True,
+    "REQUEST_APPROVAL_PROMPT": "force",
+    # Client ID Metadata Documents, and RFC 7591 registration for older clients (public clients only).
+    "CIMD_ENABLED": True,
+    "CIMD_METADATA_FETCHER": "agents.metadata.MetadataFetcher",
+    "DCR_ENABLED": True,
+    "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),
+}
+# django-oauth-toolkit warns that http redirect URIs are allowed: they must be, for native MCP clients'
+# loopback callbacks (RFC 8252). The portal accepts http only on loopback addresses (agents/metadata.py:
+# `redirect_uri_ok`, checked at registration and at consent), everything else must be https.
+SILENCED_SYSTEM_CHECKS = ["oauth2_provider.W008"]

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
+from oauth2_provider.views import OAuthServerMetadataView
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/portal/", permanent=False)),
@@ -15,4 +16,7 @@ urlpatterns = [
     # The migration off API tokens (portal page) and the Cloudflare-compatible proxy for service keys.
     path("portal/", include("apitokens.urls")),
     path("proxy/cloudflare/client/v4/", include("apitokens.proxy_urls")),
+    # Agents (MCP clients): the portal is their OAuth authorization server (RFC 8414 metadata at the root).
+    path(".well-known/oauth-authorization-server", OAuthServerMetadataView.as_view(), name="oauth-server-metadata"),
+    path("agents/oauth/", include("agents.urls")),
 ]

@@ -43,6 +43,7 @@ class ActionRecordAdmin(LargeTableAdminMixin, ClientScopedAdminMixin, ReadOnlyAd
         "zone_name",
         "actor",
         "actor_via",
+        "actor_label",
         "duration_ms",
         "summary",
     )

@@ -36,9 +36,10 @@ class Actor:
     """Who runs an action: a staff user now; later a service key or an agent on behalf of one."""
 
     user: AbstractBaseUser | None
-    via: str = "staff"  # "staff" | "bulk" | later "agent" | "service_key"
+    via: str = "staff"  # "staff" | "bulk" | "agent" | "service_key"
     label: str = ""  # e.g. the agent's name, for the record
-    # A service key's limits (via="service_key"): the client ids and action ids it may use.
+    # The limits of a service key (via="service_key") or of an agent's consent (via="agent"): the
+    # client ids and action ids it may use. An agent is also held to its staff member's own role.
     key_client_ids: frozenset[int] | None = None
     key_action_ids: frozenset[str] | None = None
 
@@ -82,10 +83,22 @@ def _check_service_key(actor: Actor, action: Action, client: Client) -> None:
         raise Refused("role", [f"The service key {actor.label} is not allowed to run {action.id}."])
 
 
+def _check_agent(actor: Actor, action: Action, client: Client) -> None:
+    """What the staff member approved for this agent; their own role is checked after this."""
+    if actor.key_action_ids is None or action.id not in actor.key_action_ids:
+        raise Refused(
+            "role", [f"The agent {actor.label} was not approved to {action.staff_label.lower()} ({action.id})."]
+        )
+    if actor.key_client_ids is None or client.pk not in actor.key_client_ids:
+        raise Refused("role", [f"The agent {actor.label} was not approved to act on {client.name}."])
+
+
 def _check_role(actor: Actor, action: Action, client: Client) -> None:
     if actor.via == "service_key":
         _check_service_key(actor, action, client)
         return
+    if actor.via == "agent":
+        _check_agent(actor, action, client)
     user = actor.user
     if not (user.is_active and user.is_staff):
         raise Refused("role", ["Only active agency staff can run actions in client accounts."])

@@ -21,6 +21,7 @@ TRANSLATED = [code for code, _name in settings.LANGUAGES if code != settings.LAN
 # Templates only agency staff see (the admin and its pages, staff alerts), relative to templates/.
 STAFF_ONLY = {
     "admin/",  # the staff admin: every template under it
+    "agents/",  # an agent's consent and refusal pages: staff approve agents
     "clients/admin_invite.html",
     "connections/admin_disconnect_confirm.html",
     "emails/alert_body.html",

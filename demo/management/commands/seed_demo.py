@@ -147,6 +147,8 @@ class Command(BaseCommand):
             f"  Cloudflare sandbox: {settings.CLOUDFLARE_SANDBOX_URL}  (consent as a Cloudflare user:)",
             "                  alice@example.com / sandbox-password  (2 accounts)",
             "                  bob@example.com / sandbox-password    (Bigshop Ltd, 125 zones)",
+            f"  MCP server (agents): {settings.MCP_URL}  (point an MCP client at it; see docs/agents.md)",
+            "                  approve the agent as admin; its calls show under Agent connections and Actions",
             "  Tokens live 2 minutes in the demo: a grant's admin page shows its refreshes.",
             f"  The password is kept in {settings.VAR_DIR.name}/demo-password (development only).",
             "=" * 76,

@@ -145,6 +145,9 @@ def main() -> None:
         grants = mint_grants(sandbox, app=app, client=client, count=args.n)
         log(f"seeded in {time.monotonic() - started:.1f}s")
 
+        del grants
+        pool.start()
+        # Due from the moment the workers are up (their start-up is not the pipeline's time).
         now = timezone.now()
         due = {}
         rows = list(Grant.objects.filter(app=app).only("pk"))
@@ -154,9 +157,6 @@ def main() -> None:
             grant.access_expires_at = now + timedelta(seconds=args.ttl * 0.2)
             due[grant.pk] = grant.next_refresh_at
         Grant.objects.bulk_update(rows, ["next_refresh_at", "authorized_at", "access_expires_at"], batch_size=2000)
-        del grants
-
-        pool.start()
         sandbox.reset_counters()
         cpu_before = pool.cpu_seconds()
         db_cpu = DatabaseCpu().start()

@@ -213,6 +213,10 @@ def _check(grant: Grant, now: datetime) -> CheckOutcome:
     # account admin switches it off, existing grants keep working but a re-consent would no longer
     # reach the account: staff must know before they send a consent link.
     flags = {str(a.get("id")): _oauth_app_access(a) for a in accounts}
+    # The known zones of every account in one read.
+    known_zones: dict[int, dict[str, Zone]] = {account.pk: {} for account in live_accounts}
+    for zone in Zone.objects.filter(account__in=live_accounts) if live_accounts else []:
+        known_zones[zone.account_id][zone.cf_zone_id] = zone
     for account in live_accounts:
         switched_off = flags.get(account.cf_account_id) is False
         try:
@@ -226,7 +230,7 @@ def _check(grant: Grant, now: datetime) -> CheckOutcome:
             _mark_oauth_access(grant, account, enabled=False, now=now, error=exc)
             issues.append(("oauth", f"Account “{account.name}” refuses OAuth apps (its admin switched access off)."))
             continue
-        _sync_zones(grant, account, zones, now)
+        _sync_zones(grant, account, zones, now, existing=known_zones[account.pk])
         if switched_off:
             _mark_oauth_access(grant, account, enabled=False, now=now)
             issues.append(("oauth", f"An admin of account “{account.name}” switched off OAuth app access."))
@@ -348,9 +352,11 @@ def _sync_accounts(grant: Grant, accounts: list[dict], now: datetime) -> list[Cl
     return [known[cf_id] for cf_id in reported]
 
 
-def _sync_zones(grant: Grant, account: CloudflareAccount, zones: list[dict], now: datetime) -> None:
+def _sync_zones(
+    grant: Grant, account: CloudflareAccount, zones: list[dict], now: datetime, *, existing: dict[str, Zone]
+) -> None:
+    """Zones added, removed or changed in one account; `existing`: its known zones by Cloudflare id."""
     reported = {str(z["id"]): z for z in zones if z.get("id")}
-    existing = {z.cf_zone_id: z for z in Zone.objects.filter(account=account)}
     # A check that finds the same zones writes nothing and opens no transaction.
     with _atomic_if_writing() as writing:
         added, removed, changed = [], [], []

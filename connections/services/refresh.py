@@ -418,11 +418,13 @@ def _calls_run(ready: list[Grant], lease: BatchLease, outcomes: dict[int, Outcom
     """
     futures = {_call_pool().submit(_send, grant, lease.held(grant.pk)): grant for grant in ready}
     waiting = set(futures)
+    unrecorded: dict[int, tuple[Grant, _Sent]] = {}  # answers in hand, not yet recorded
     budget: dict = {}  # one write-retry window for the whole batch, not one per grant
     try:
         while waiting:
             done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
             arrived = sorted(((futures[f], f.result()) for f in done), key=lambda pair: pair[0].pk)
+            unrecorded.update({grant.pk: (grant, sent) for grant, sent in arrived})
             tokens = [(grant, sent) for grant, sent in arrived if sent.token is not None and not sent.held_back]
             written = _tokens_write_together(tokens) if len(tokens) > 1 else {}
             for grant, sent in arrived:
@@ -435,9 +437,18 @@ def _calls_run(ready: list[Grant], lease: BatchLease, outcomes: dict[int, Outcom
                     _close_broken_connection()
                     continue
                 finally:
+                    unrecorded.pop(grant.pk, None)
                     lease.drop(grant.pk)
                 outcomes[grant.pk] = _log(grant.pk, outcome)
     except BaseException:
+        # Stopped with answers in hand: new tokens go to the spool (never dropped); a call that
+        # was not sent gives its claim back; an error's meaning is left to the next attempt.
+        for grant, sent in unrecorded.values():
+            held = lease.held(grant.pk)
+            if sent.token is not None:
+                _spool(grant, grant.refresh_generation, grant.refresh_token_fp, sent.token, sent.sent_at, held)
+            elif sent.held_back:
+                _release_quietly([grant])
         _calls_abandon(waiting, futures, lease)
         raise
 

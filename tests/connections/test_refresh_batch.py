@@ -209,3 +209,43 @@ def test_a_batch_spools_every_answer_when_the_database_stays_down_for_the_writes
     spooled = {record.grant_id: record.refresh_token for record in token_spool._pending().values()}
     assert set(spooled) == {g.pk for g in grants}
     assert len(set(spooled.values())) == 3  # each grant's own new token, none dropped
+
+
+def test_a_batch_stopped_while_writing_spools_every_answer_it_holds(oauth_app, acme):
+    from concurrent.futures import wait
+
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from tests import factories
+
+    grants = [
+        factories.GrantFactory(
+            app=oauth_app,
+            client=acme,
+            access_expires_at=timezone.now() + timedelta(seconds=20),
+            next_refresh_at=timezone.now() - timedelta(seconds=1),
+            authorized_at=timezone.now() - timedelta(hours=1),
+        )
+        for _ in range(3)
+    ]
+    answers = iter(
+        cloudflare.TokenResponse(
+            access_token=f"cfoat_stopped_access_{n:020d}",
+            refresh_token=f"cfort_stopped_refresh_{n:020d}",
+            expires_in=3600,
+        )
+        for n in range(3)
+    )
+    with (
+        patch("connections.cloudflare.refresh", side_effect=lambda **_: next(answers)),
+        # The three answers are in hand together when the stop comes (during their shared write).
+        patch("connections.services.refresh.wait", side_effect=lambda futures, **_: (set(wait(futures)[0]), set())),
+        patch("connections.services.refresh._on_success", side_effect=SoftTimeLimitExceeded()),
+        patch("connections.services.refresh._routine_successes_write", side_effect=SoftTimeLimitExceeded()),
+        pytest.raises(SoftTimeLimitExceeded),
+    ):
+        grants_refresh(grant_ids=[g.pk for g in grants])
+
+    spooled = {record.grant_id: record.refresh_token for record in token_spool._pending().values()}
+    assert set(spooled) == {g.pk for g in grants}
+    assert len(set(spooled.values())) == 3

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import sys
 import time
 from datetime import timedelta
@@ -75,8 +76,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2_000, help="grants (default 2,000)")
     parser.add_argument(
-        "--concurrency", "--workers", dest="workers", type=int, default=4, help="worker processes K (default 4)"
+        "--concurrency", "--workers", dest="workers", type=int, default=4, help="concurrent checks K (default 4)"
     )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=8,
+        help="GRANT_CHECK_BATCH: checks per task, run at once (default 8; 1: one task per grant)",
+    )
+    parser.add_argument("--processes", type=int, default=0, help="worker processes (default: concurrency / batch)")
     parser.add_argument("--latency-ms", type=int, default=150, help="API latency at the sandbox (default 150)")
     parser.add_argument("--ttl", type=int, default=3600, help="access token lifetime at the sandbox (s)")
     parser.add_argument("--sweep-interval", type=float, default=2.0, help="seconds between sweeps (beat: 60)")
@@ -86,6 +94,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600)
     args = parser.parse_args()
 
+    args.batch = max(1, min(args.batch, args.workers))
+    processes = args.processes or -(-args.workers // args.batch)
+    os.environ["GRANT_CHECK_BATCH"] = str(args.batch)
     env = prepare_environment(args)
     setup_django(env)
     from django.utils import timezone
@@ -96,7 +107,7 @@ def main() -> None:
     from tests.sandbox_grants import mint_grants, register_app
 
     sandbox = start_sandbox(access_ttl=args.ttl)
-    pool = WorkerPool(concurrency=args.workers, log_path=Path(env["VAR_DIR"]) / "worker.log")
+    pool = WorkerPool(concurrency=processes, log_path=Path(env["VAR_DIR"]) / "worker.log")
     try:
         client, _ = Client.objects.get_or_create(slug="bench", defaults={"name": "Bench client"})
         app = register_app(sandbox, name="Bench app")
@@ -112,7 +123,7 @@ def main() -> None:
         log(f"seeding {args.n} grants at the sandbox")
         mint_grants(sandbox, app=app, client=client, count=args.n)
         pool.start()
-        log(f"workers up ({args.workers} processes); sweeping every {args.sweep_interval}s")
+        log(f"workers up ({processes} processes x {args.batch} checks per task); sweeping every {args.sweep_interval}s")
 
         def run_pass(label: str) -> dict:
             """Make every check due now, sweep until all are checked; figures for this pass."""
@@ -169,7 +180,7 @@ def main() -> None:
 
         print()
         print(
-            f"N={args.n} K={args.workers} latency={args.latency_ms}ms sweep every {args.sweep_interval}s "
+            f"N={args.n} K={args.workers} ({processes} processes x batch {args.batch}) latency={args.latency_ms}ms sweep every {args.sweep_interval}s "
             f"global cap={args.global_rate}/s"
         )
         print(f"bare API loop (K={args.workers}):    {ceiling:.1f} checks/s")

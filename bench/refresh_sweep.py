@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import sys
 import time
 from datetime import timedelta
@@ -87,6 +88,18 @@ def main() -> None:
         "--concurrency", "--workers", dest="workers", type=int, default=4, help="concurrent refreshes K (default 4)"
     )
     parser.add_argument(
+        "--batch",
+        type=int,
+        default=16,
+        help="GRANT_REFRESH_BATCH: grants per task, their calls concurrent (default 16; 1: one task per grant)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="worker processes (default: concurrency / batch, rounded up)",
+    )
+    parser.add_argument(
         "--pool", default="prefork", choices=["prefork", "threads"], help="Celery pool (default prefork)"
     )
     parser.add_argument(
@@ -101,6 +114,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args()
 
+    args.batch = max(1, min(args.batch, args.workers))
+    processes = args.processes or -(-args.workers // args.batch)
+    os.environ["GRANT_REFRESH_BATCH"] = str(args.batch)
     env = prepare_environment(args)
     setup_django(env)
     import random
@@ -113,7 +129,7 @@ def main() -> None:
     from tests.sandbox_grants import mint_grants, register_app
 
     sandbox = start_sandbox(access_ttl=args.ttl)
-    pool = WorkerPool(concurrency=args.workers, pool=args.pool, log_path=Path(env["VAR_DIR"]) / "worker.log")
+    pool = WorkerPool(concurrency=processes, pool=args.pool, log_path=Path(env["VAR_DIR"]) / "worker.log")
     try:
         client, _ = Client.objects.get_or_create(slug="bench", defaults={"name": "Bench client"})
         app = register_app(sandbox, name="Bench app")
@@ -129,6 +145,9 @@ def main() -> None:
         grants = mint_grants(sandbox, app=app, client=client, count=args.n)
         log(f"seeded in {time.monotonic() - started:.1f}s")
 
+        del grants
+        pool.start()
+        # Due from the moment the workers are up (their start-up is not the pipeline's time).
         now = timezone.now()
         due = {}
         rows = list(Grant.objects.filter(app=app).only("pk"))
@@ -138,13 +157,10 @@ def main() -> None:
             grant.access_expires_at = now + timedelta(seconds=args.ttl * 0.2)
             due[grant.pk] = grant.next_refresh_at
         Grant.objects.bulk_update(rows, ["next_refresh_at", "authorized_at", "access_expires_at"], batch_size=2000)
-        del grants
-
-        pool.start()
         sandbox.reset_counters()
         cpu_before = pool.cpu_seconds()
         db_cpu = DatabaseCpu().start()
-        log(f"workers up ({args.workers} processes); sweeping every {args.sweep_interval}s")
+        log(f"workers up ({processes} processes x {args.batch} grants per task); sweeping every {args.sweep_interval}s")
         t0 = time.monotonic()
         last_print = 0.0
         done = 0
@@ -185,7 +201,7 @@ def main() -> None:
 
         print()
         print(
-            f"N={args.n} K={args.workers} ({args.pool}) latency={args.latency_ms}ms access_ttl={args.ttl}s sweep every {args.sweep_interval}s "
+            f"N={args.n} K={args.workers} ({processes} {args.pool} processes x batch {args.batch}) latency={args.latency_ms}ms access_ttl={args.ttl}s sweep every {args.sweep_interval}s "
             f"spread={args.spread}s global cap={args.global_rate}/s"
         )
         print(f"refreshed:                {len(finished)}/{args.n} in {elapsed:.1f}s")
@@ -195,7 +211,7 @@ def main() -> None:
         print(f"token calls per refresh:  {calls / max(1, refreshes):.2f} ({calls} calls, {refreshes} refreshes)")
         print(f"refresh-token reuses:     {reuse}")
         print(f"p95 lateness vs due time: {p95(lateness):.1f}s (max {max(lateness):.1f}s)")
-        print(f"peak worker memory (RSS): {pool.peak_rss / 2**20:.0f} MiB ({args.pool}, concurrency {args.workers})")
+        print(f"peak worker memory (RSS): {pool.peak_rss / 2**20:.0f} MiB ({processes} {args.pool} processes)")
         per = 1000 / max(1, refreshes)
         print(
             f"CPU per refresh:          {(worker_cpu + database_cpu) * per:.1f} ms "

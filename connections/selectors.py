@@ -32,17 +32,37 @@ def grants_due_for_check(*, now: datetime) -> QuerySet[Grant]:
     return Grant.objects.filter(status__in=CHECKABLE_STATUSES, next_check_at__lte=now).order_by("next_check_at")
 
 
-def grant_for_engine(*, grant_id: int) -> Grant | None:
+def grant_for_engine(*, grant_id: int, for_check: bool = False) -> Grant | None:
     """One grant with what the refresh and check services touch (app credentials, client name), and
-    whether its app has an open "credentials refused" alert (a success closes it). One query."""
+    whether its app has an open "credentials refused" alert (a success closes it). One query.
+
+    `for_check`: also whether the grant has an open alert that a passing health check closes
+    (`check_alert_open`), so a routine check writes one row and nothing else."""
     config_alert = Alert.objects.filter(
         app_id=OuterRef("app_id"), grant__isnull=True, kind=Alert.Kind.CLIENT_CONFIG, resolved_at__isnull=True
     )
-    return (
+    grants = Grant.objects.select_related("app", "client").annotate(app_config_alert_open=Exists(config_alert))
+    if for_check:
+        check_alert = Alert.objects.filter(
+            grant_id=OuterRef("pk"),
+            kind__in=[Alert.Kind.SCOPE_MISSING, Alert.Kind.HEALTH_FAILING],
+            resolved_at__isnull=True,
+        )
+        grants = grants.annotate(check_alert_open=Exists(check_alert))
+    return grants.filter(pk=grant_id).first()
+
+
+def grants_for_engine(*, grant_ids: list[int], lease_until: datetime) -> list[Grant]:
+    """The grants of `grant_ids` that hold the claim `lease_until`, each as `grant_for_engine` gives
+    it (app, client, the app's open credentials alert). One query for the whole batch."""
+    config_alert = Alert.objects.filter(
+        app_id=OuterRef("app_id"), grant__isnull=True, kind=Alert.Kind.CLIENT_CONFIG, resolved_at__isnull=True
+    )
+    return list(
         Grant.objects.select_related("app", "client")
         .annotate(app_config_alert_open=Exists(config_alert))
-        .filter(pk=grant_id)
-        .first()
+        .filter(pk__in=grant_ids, refresh_lease_until=lease_until)
+        .order_by("pk")
     )
 
 

@@ -26,10 +26,24 @@ def refresh_grant_task(grant_id: int) -> None:
 
 
 @shared_task(ignore_result=True)
+def refresh_grants_task(grant_ids: list[int]) -> None:
+    from .services.refresh import grants_refresh
+
+    grants_refresh(grant_ids=grant_ids)
+
+
+@shared_task(ignore_result=True)
 def check_grant_task(grant_id: int) -> None:
     from .services.health import grant_check
 
     grant_check(grant_id=grant_id)
+
+
+@shared_task(ignore_result=True)
+def check_grants_task(grant_ids: list[int]) -> None:
+    from .services.health import grants_check
+
+    grants_check(grant_ids=grant_ids)
 
 
 @shared_task(ignore_result=True, expires=55)

@@ -25,8 +25,10 @@ def grants_dispatch_due(
     now: datetime | None = None,
     batch_size: int | None = None,
     max_batches: int | None = None,
+    per_message: int = 1,
 ) -> int:
-    """Claim due grants in batches and enqueue one `task` per grant after commit.
+    """Claim due grants in batches and enqueue them after commit: one `task` per grant, or, when
+    `per_message` > 1, one `task` per list of up to that many grant ids.
 
     The database is the source of truth: the claim moves each grant's `due_field` forward by
     `GRANT_DISPATCH_RETRY`, so a second dispatcher running at the same time does not see it (and on
@@ -46,7 +48,11 @@ def grants_dispatch_due(
             if not ids:
                 break
             Grant.objects.filter(pk__in=ids, **{f"{due_field}__lte": now}).update(**{due_field: redispatch})
-            transaction.on_commit(lambda ids=ids: enqueue_each(task, ids))
+            if per_message > 1:
+                chunks = [ids[i : i + per_message] for i in range(0, len(ids), per_message)]
+                transaction.on_commit(lambda chunks=chunks: enqueue_each(task, chunks))
+            else:
+                transaction.on_commit(lambda ids=ids: enqueue_each(task, ids))
         total += len(ids)
         if len(ids) < batch_size:
             break
@@ -55,14 +61,15 @@ def grants_dispatch_due(
     return total
 
 
-def enqueue_each(task, ids: list[int]) -> None:
-    """Publish one message per id. A broker outage only delays: the rows become due again."""
+def enqueue_each(task, ids: list) -> None:
+    """Publish one message per id (or list of ids). A broker outage only delays: the rows become
+    due again."""
     for n, pk in enumerate(ids):
         try:
             task.delay(pk)
         except Exception as exc:  # noqa: BLE001 - the next sweep re-finds the rest
             logger.warning(
-                "%s: broker unavailable (%s); %s grant(s) left for the next sweep",
+                "%s: broker unavailable (%s); %s message(s) left for the next sweep",
                 task.name,
                 type(exc).__name__,
                 len(ids) - n,

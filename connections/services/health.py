@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from clients.models import CloudflareAccount, Zone
@@ -73,7 +76,7 @@ def _next_check(now: datetime) -> datetime:
 
 
 def grant_check(*, grant_id: int, force: bool = False) -> CheckOutcome:
-    grant = grant_for_engine(grant_id=grant_id)
+    grant = grant_for_engine(grant_id=grant_id, for_check=True)
     if grant is None or grant.status not in CHECKABLE_STATUSES:
         return _log(grant_id, CheckOutcome.NOT_LIVE)
     now = timezone.now()
@@ -104,6 +107,52 @@ def grant_check(*, grant_id: int, force: bool = False) -> CheckOutcome:
     return _log(grant_id, outcome)
 
 
+def grants_check(*, grant_ids: list[int]) -> dict[int, CheckOutcome]:
+    """Check many grants in one task, all at once: each `grant_check` runs in a thread of this
+    process's check pool, which keeps its database connection and HTTP session across tasks (as a
+    worker process does), so a batch lasts about one check. `GRANT_CHECK_BATCH` of 1: in line."""
+    from django.db import connection
+
+    ids = sorted(set(grant_ids))
+    if len(ids) <= 1 or connection.vendor == "sqlite":
+        # SQLite takes one writer at a time: there the checks run one after another.
+        return {grant_id: grant_check(grant_id=grant_id) for grant_id in ids}
+    futures = {_check_pool().submit(_check_in_thread, grant_id): grant_id for grant_id in ids}
+    outcomes: dict[int, CheckOutcome] = {}
+    for future in as_completed(futures):
+        try:
+            outcomes[futures[future]] = future.result()
+        except Exception:  # noqa: BLE001 - one grant's bug must not stop the others' checks
+            logger.exception("grant check: grant=%s failed", futures[future])
+    return outcomes
+
+
+def _check_in_thread(grant_id: int) -> CheckOutcome:
+    from django.db import close_old_connections
+
+    # What the worker does around every task: drop a broken or too old connection, keep a healthy one.
+    close_old_connections()
+    try:
+        return grant_check(grant_id=grant_id)
+    finally:
+        close_old_connections()
+
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _check_pool() -> ThreadPoolExecutor:
+    """This process's check threads: created on first use (after the fork), kept across tasks."""
+    global _pool, _pool_size
+    size = max(1, int(settings.GRANT_CHECK_BATCH))
+    with _pool_lock:
+        if _pool is None or _pool_size < size:
+            _pool, _pool_size = ThreadPoolExecutor(max_workers=size, thread_name_prefix="grant-check"), size
+        return _pool
+
+
 def _log(grant_id: int, outcome: CheckOutcome) -> CheckOutcome:
     logger.info("grant check: grant=%s outcome=%s", grant_id, outcome.value)
     return outcome
@@ -115,7 +164,7 @@ def _usable_token(grant: Grant, now: datetime, *, force_refresh: bool = False) -
     if not (force_refresh or expiring or not grant.access_token_fp):
         return grant, None
     outcome = grant_refresh(grant_id=grant.pk, force=force_refresh)
-    return grant_for_engine(grant_id=grant.pk), outcome
+    return grant_for_engine(grant_id=grant.pk, for_check=True), outcome
 
 
 def _check(grant: Grant, now: datetime) -> CheckOutcome:
@@ -142,7 +191,7 @@ def _check(grant: Grant, now: datetime) -> CheckOutcome:
         if outcome != RefreshOutcome.REFRESHED:
             # Busy or Cloudflare unavailable: no conclusion today.
             raise _Deferred(wait=float(settings.GRANT_UNCERTAIN_RETRY)) from exc
-        grant = grant_for_engine(grant_id=grant.pk)
+        grant = grant_for_engine(grant_id=grant.pk, for_check=True)
         try:
             accounts = _api_list(grant, "/accounts")
         except cloudflare.ApiError as again:
@@ -164,6 +213,10 @@ def _check(grant: Grant, now: datetime) -> CheckOutcome:
     # account admin switches it off, existing grants keep working but a re-consent would no longer
     # reach the account: staff must know before they send a consent link.
     flags = {str(a.get("id")): _oauth_app_access(a) for a in accounts}
+    # The known zones of every account in one read.
+    known_zones: dict[int, dict[str, Zone]] = {account.pk: {} for account in live_accounts}
+    for zone in Zone.objects.filter(account__in=live_accounts) if live_accounts else []:
+        known_zones[zone.account_id][zone.cf_zone_id] = zone
     for account in live_accounts:
         switched_off = flags.get(account.cf_account_id) is False
         try:
@@ -177,7 +230,7 @@ def _check(grant: Grant, now: datetime) -> CheckOutcome:
             _mark_oauth_access(grant, account, enabled=False, now=now, error=exc)
             issues.append(("oauth", f"Account “{account.name}” refuses OAuth apps (its admin switched access off)."))
             continue
-        _sync_zones(grant, account, zones, now)
+        _sync_zones(grant, account, zones, now, existing=known_zones[account.pk])
         if switched_off:
             _mark_oauth_access(grant, account, enabled=False, now=now)
             issues.append(("oauth", f"An admin of account “{account.name}” switched off OAuth app access."))
@@ -230,14 +283,31 @@ def _stale(last_seen_at: datetime | None, now: datetime) -> bool:
 
 
 def _sync_accounts(grant: Grant, accounts: list[dict], now: datetime) -> list[CloudflareAccount]:
-    """Link the accounts Cloudflare reports, unlink the ones it no longer reports. Never deletes."""
+    """Link the accounts Cloudflare reports, unlink the ones it no longer reports. Never deletes.
+
+    One read (the client's reported accounts and the grant's linked ones, together); a check
+    that finds the same accounts writes nothing and opens no transaction.
+    """
     reported = {str(a.get("id")): str(a.get("name") or a.get("id")) for a in accounts if a.get("id")}
+    link = Grant.accounts.through.objects.filter(grant_id=grant.pk, cloudflareaccount_id=OuterRef("pk"))
+    rows = list(
+        CloudflareAccount.objects.filter(
+            Q(client_id=grant.client_id, cf_account_id__in=reported) | Q(pk__in=link.values("cloudflareaccount_id"))
+        ).annotate(is_linked=Exists(link))
+    )
+    linked = {a.cf_account_id: a for a in rows if a.is_linked}
+    known = {a.cf_account_id: a for a in rows if a.client_id == grant.client_id and a.cf_account_id in reported}
+    unchanged = all(
+        cf_id in known
+        and cf_id in linked
+        and known[cf_id].name == name
+        and known[cf_id].removed_at is None
+        and not _stale(known[cf_id].last_seen_at, now)
+        for cf_id, name in reported.items()
+    ) and all(cf_id in reported for cf_id in linked)
+    if unchanged:
+        return [known[cf_id] for cf_id in reported]
     with transaction.atomic():
-        linked = {a.cf_account_id: a for a in grant.accounts.all()}
-        known = {
-            a.cf_account_id: a
-            for a in CloudflareAccount.objects.filter(client=grant.client, cf_account_id__in=reported)
-        }
         added, removed = [], []
         for cf_id, name in reported.items():
             account = known.get(cf_id)
@@ -282,10 +352,13 @@ def _sync_accounts(grant: Grant, accounts: list[dict], now: datetime) -> list[Cl
     return [known[cf_id] for cf_id in reported]
 
 
-def _sync_zones(grant: Grant, account: CloudflareAccount, zones: list[dict], now: datetime) -> None:
+def _sync_zones(
+    grant: Grant, account: CloudflareAccount, zones: list[dict], now: datetime, *, existing: dict[str, Zone]
+) -> None:
+    """Zones added, removed or changed in one account; `existing`: its known zones by Cloudflare id."""
     reported = {str(z["id"]): z for z in zones if z.get("id")}
-    with transaction.atomic():
-        existing = {z.cf_zone_id: z for z in Zone.objects.filter(account=account)}
+    # A check that finds the same zones writes nothing and opens no transaction.
+    with _atomic_if_writing() as writing:
         added, removed, changed = [], [], []
         to_create, to_update = [], []
         for cf_id, data in reported.items():
@@ -327,6 +400,9 @@ def _sync_zones(grant: Grant, account: CloudflareAccount, zones: list[dict], now
                 zone.removed_at = now
                 to_update.append(zone)
                 removed.append(zone.name)
+        if not (to_create or to_update or added or removed or changed):
+            return
+        writing()
         # Another grant reaching the same account may sync it concurrently: its rows win.
         if to_create:
             Zone.objects.bulk_create(to_create, batch_size=500, ignore_conflicts=True)
@@ -352,6 +428,24 @@ def _sync_zones(grant: Grant, account: CloudflareAccount, zones: list[dict], now
             )
 
 
+class _atomic_if_writing:
+    """A transaction opened only once the block says it writes (`writing()`), committed at the end."""
+
+    def __enter__(self):
+        self._atomic = None
+        return self._begin
+
+    def _begin(self) -> None:
+        if self._atomic is None:
+            self._atomic = transaction.atomic()
+            self._atomic.__enter__()
+
+    def __exit__(self, *exc):
+        if self._atomic is not None:
+            return self._atomic.__exit__(*exc)
+        return False
+
+
 def _mark_oauth_access(
     grant: Grant, account: CloudflareAccount, *, enabled: bool, now: datetime, error: Exception | None = None
 ) -> None:
@@ -375,13 +469,18 @@ def _record(grant: Grant, now: datetime, *, issues: list[tuple[str, str]]) -> Ch
     health = Grant.Health.DEGRADED if issues else Grant.Health.HEALTHY
     scope_issues = [text for kind, text in issues if kind == "scope"]
     other_issues = [text for kind, text in issues if kind != "scope"]
+    updates = {
+        "health": health,
+        "last_checked_at": now,
+        "next_check_at": _next_check(now),
+        "last_error": ("check: " + " ".join(t for _, t in issues))[:500] if issues else "",
+    }
+    if not issues and not getattr(grant, "check_alert_open", True):
+        # The routine case: healthy, no alert of the check's to close. One UPDATE.
+        Grant.objects.filter(pk=grant.pk, status__in=CHECKABLE_STATUSES).update(**updates)
+        return CheckOutcome.HEALTHY
     with transaction.atomic():
-        Grant.objects.filter(pk=grant.pk, status__in=CHECKABLE_STATUSES).update(
-            health=health,
-            last_checked_at=now,
-            next_check_at=_next_check(now),
-            last_error=("check: " + " ".join(t for _, t in issues))[:500] if issues else "",
-        )
+        Grant.objects.filter(pk=grant.pk, status__in=CHECKABLE_STATUSES).update(**updates)
         if scope_issues:
             alert = alert_open(kind=Alert.Kind.SCOPE_MISSING, grant=grant, message=f"{_who(grant)}: {scope_issues[0]}")
             if alert is not None:
@@ -409,13 +508,16 @@ def _who(grant: Grant) -> str:
 def grants_dispatch_due_checks(
     *, now: datetime | None = None, batch_size: int | None = None, max_batches: int | None = None
 ) -> int:
-    """Run by beat every minute: enqueue one check task per grant whose check is due."""
-    from ..tasks import check_grant_task
+    """Run by beat every minute: enqueue the grants whose check is due, `GRANT_CHECK_BATCH` per
+    message (one `check_grants_task` each; one `check_grant_task` per grant when it is 1)."""
+    from ..tasks import check_grant_task, check_grants_task
 
+    per_message = max(1, int(settings.GRANT_CHECK_BATCH))
     return grants_dispatch_due(
         due=lambda now: grants_due_for_check(now=now),
         due_field="next_check_at",
-        task=check_grant_task,
+        task=check_grants_task if per_message > 1 else check_grant_task,
+        per_message=per_message,
         label="check",
         now=now,
         batch_size=batch_size,

@@ -35,7 +35,9 @@ import logging
 import random
 import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -47,7 +49,7 @@ from django.utils import timezone
 
 from .. import cloudflare, crypto, ratelimit
 from ..models import Alert, Grant, GrantEvent
-from ..selectors import REFRESHABLE_STATUSES, grant_for_engine
+from ..selectors import REFRESHABLE_STATUSES, grant_for_engine, grants_for_engine
 from .dispatch import grants_dispatch_due
 from .events import alert_open, alerts_resolve, event_record
 
@@ -138,22 +140,7 @@ def grant_refresh(*, grant_id: int, force: bool = False) -> Outcome:
 
     # 1. Claim. Refresh tokens are single-use: a second caller would present a rotated token. The
     # generation is read after the claim: whoever changes the row from now on bumps it (the fence).
-    claimed = (
-        Grant.objects.filter(pk=grant_id, status__in=REFRESHABLE_STATUSES)
-        .filter(Q(refresh_lease_until__isnull=True) | Q(refresh_lease_until__lt=now))
-        .update(
-            refresh_lease_until=lease_until,
-            # Due again the moment the lease runs out: if this worker dies, the next sweep (a
-            # follow-up sweep at that moment) finds the grant without waiting for a retry interval.
-            next_refresh_at=lease_until,
-            # A lease still set here expired without being released: its holder died (SIGKILL,
-            # OOM, hard time limit), possibly after Cloudflare rotated the token. Unknown outcome.
-            refresh_uncertain_since=Case(
-                When(refresh_lease_until__isnull=False, then=Coalesce(F("refresh_uncertain_since"), Value(now))),
-                default=F("refresh_uncertain_since"),
-            ),
-        )
-    )
+    claimed = _claim(Grant.objects.filter(pk=grant_id), now=now, lease_until=lease_until)
     if claimed != 1:
         live = Grant.objects.filter(pk=grant_id, status__in=REFRESHABLE_STATUSES).exists()
         return _log(grant_id, Outcome.SKIPPED if live else Outcome.NOT_LIVE)
@@ -200,6 +187,26 @@ def grant_refresh(*, grant_id: int, force: bool = False) -> Outcome:
         return _log(grant_id, _refresh_claimed(grant, app, seen_gen, now, lease))
 
 
+def _claim(grants, *, now: datetime, lease_until: datetime) -> int:
+    """The compare-and-set claim of every refreshable, unleased grant in `grants`: one UPDATE."""
+    return (
+        grants.filter(status__in=REFRESHABLE_STATUSES)
+        .filter(Q(refresh_lease_until__isnull=True) | Q(refresh_lease_until__lt=now))
+        .update(
+            refresh_lease_until=lease_until,
+            # Due again the moment the lease runs out: if this worker dies, the next sweep (a
+            # follow-up sweep at that moment) finds the grant without waiting for a retry interval.
+            next_refresh_at=lease_until,
+            # A lease still set here expired without being released: its holder died (SIGKILL,
+            # OOM, hard time limit), possibly after Cloudflare rotated the token. Unknown outcome.
+            refresh_uncertain_since=Case(
+                When(refresh_lease_until__isnull=False, then=Coalesce(F("refresh_uncertain_since"), Value(now))),
+                default=F("refresh_uncertain_since"),
+            ),
+        )
+    )
+
+
 def call_budget() -> float:
     """The longest a token call can take: connect plus the token endpoint's own read timeout."""
     return float(settings.CLOUDFLARE_CONNECT_TIMEOUT) + float(settings.CLOUDFLARE_TOKEN_READ_TIMEOUT)
@@ -238,24 +245,511 @@ def _refresh_claimed(grant: Grant, app, seen_gen: int, now: datetime, lease: Lea
     # 3. One call, outside any transaction, no retry.
     try:
         token = cloudflare.refresh(app=app, refresh_token=grant.refresh_token)
-    except cloudflare.InvalidGrant as exc:
-        return _on_invalid_grant(grant, seen_gen, old_fp, exc)
-    except cloudflare.InvalidClient as exc:
-        return _on_invalid_client(grant, seen_gen, exc)
-    except cloudflare.UncertainOutcome as exc:
-        return _on_failure(grant, seen_gen, exc, uncertain=True)
-    except cloudflare.RateLimited as exc:
-        if exc.retry_after:
-            ratelimit.block(user_key=None, seconds=exc.retry_after)
-        return _on_failure(grant, seen_gen, exc, retry_after=exc.retry_after)
-    except (cloudflare.TransientError, cloudflare.OAuthError) as exc:
-        return _on_failure(grant, seen_gen, exc, retry_after=exc.retry_after)
+    except (cloudflare.OAuthError, cloudflare.TransientError) as exc:
+        return _on_call_error(grant, seen_gen, old_fp, exc)
     except BaseException:
         # Soft time limit, worker shutdown, a bug: the request may have reached Cloudflare.
         _mark_uncertain(grant, seen_gen, "Refresh interrupted; outcome unknown.")
         raise
     # 4. Store at once, fenced on what we read; never drop what Cloudflare gave us.
     return _on_success_durable(grant, seen_gen, old_fp, token, sent_at, lease)
+
+
+def _on_call_error(grant: Grant, seen_gen: int, old_fp: str, exc: cloudflare.CloudflareError) -> Outcome:
+    """Record what a token call's error means (see the module docstring's classification)."""
+    if isinstance(exc, cloudflare.InvalidGrant):
+        return _on_invalid_grant(grant, seen_gen, old_fp, exc)
+    if isinstance(exc, cloudflare.InvalidClient):
+        return _on_invalid_client(grant, seen_gen, exc)
+    if isinstance(exc, cloudflare.UncertainOutcome):
+        return _on_failure(grant, seen_gen, exc, uncertain=True)
+    if isinstance(exc, cloudflare.RateLimited) and exc.retry_after:
+        ratelimit.block(user_key=None, seconds=exc.retry_after)
+    if isinstance(exc, (cloudflare.TransientError, cloudflare.OAuthError)):
+        return _on_failure(grant, seen_gen, exc, retry_after=exc.retry_after)
+    # Any other Cloudflare error after sending: the request may have taken effect.
+    _mark_uncertain(grant, seen_gen, f"Refresh failed oddly ({type(exc).__name__}); outcome unknown.")
+    return Outcome.UNCERTAIN
+
+
+# --- Many grants in one task ---------------------------------------------------------------------
+
+
+def grants_refresh(*, grant_ids: list[int]) -> dict[int, Outcome]:
+    """Refresh many due grants in one task; the same rules as `grant_refresh`, grant by grant.
+
+    One UPDATE claims the whole batch (the same compare-and-set, with the same lease), one SELECT
+    reads the claimed rows with their apps; the token calls then run concurrently, one thread per
+    grant from a per-process pool (each thread keeps its HTTP connection; the TLS context is the
+    process's), and this thread writes each answer as it arrives, fenced by generation and refresh
+    token exactly like a single refresh (a failed write: the same retries, then the spool). The
+    pool threads never touch the database: one heartbeat thread extends the leases of the grants
+    still held, in one UPDATE, and a call is sent only while its lease outlives the whole call.
+
+    A grant whose earlier refresh went unanswered needs evidence first: it is handed to its own
+    `refresh_grant_task`, as are none of the others.
+    """
+    ids = sorted(set(grant_ids))
+    size = max(1, int(settings.GRANT_REFRESH_BATCH))
+    if len(ids) > size:
+        # More than this process sends at once (the dispatcher's setting differs): a batch at a
+        # time, each claimed just before its calls.
+        outcomes: dict[int, Outcome] = {}
+        for start in range(0, len(ids), size):
+            outcomes.update(grants_refresh(grant_ids=ids[start : start + size]))
+        return outcomes
+    if not ids:
+        return {}
+    pending = _spool_pending_ids(ids)
+    for grant_id in pending:
+        _spool_apply_quietly(grant_id)
+    now = timezone.now()
+    lease_until = now + timedelta(seconds=lease_seconds())
+    _claim(Grant.objects.filter(pk__in=ids), now=now, lease_until=lease_until)
+    try:
+        grants = grants_for_engine(grant_ids=ids, lease_until=lease_until)
+    except BaseException:
+        Grant.objects.filter(pk__in=ids, refresh_lease_until=lease_until).update(refresh_lease_until=None)
+        raise
+    outcomes: dict[int, Outcome] = {}
+    others = set(ids) - {grant.pk for grant in grants}
+    if others:
+        live = set(Grant.objects.filter(pk__in=others, status__in=REFRESHABLE_STATUSES).values_list("pk", flat=True))
+        for grant_id in sorted(others):
+            outcomes[grant_id] = _log(grant_id, Outcome.SKIPPED if grant_id in live else Outcome.NOT_LIVE)
+    spooled = _spool_pending_ids(ids) if grants else set()
+    ready: list[Grant] = []
+    handed: list[int] = []
+    try:
+        for grant in grants:
+            outcome = _before_call(grant, now, spooled)
+            if outcome is None:
+                ready.append(grant)
+            elif outcome == Outcome.AWAITING_EVIDENCE:
+                handed.append(grant.pk)
+            else:
+                outcomes[grant.pk] = _log(grant.pk, outcome)
+        if ready:
+            with BatchLease(grants={g.pk: g.refresh_generation for g in ready}, until=lease_until) as lease:
+                _calls_run(ready, lease, outcomes)
+    except BaseException:
+        # Nothing was sent for the grants not started yet: give them back (their lease would
+        # otherwise expire and mark them "uncertain").
+        started = set(outcomes) | {g.pk for g in ready}
+        _release_quietly([g for g in grants if g.pk not in started and g.pk not in handed])
+        raise
+    finally:
+        if handed:
+            from ..tasks import refresh_grant_task
+            from .dispatch import enqueue_each
+
+            enqueue_each(refresh_grant_task, handed)
+    for grant_id in handed:
+        outcomes[grant_id] = _log(grant_id, Outcome.AWAITING_EVIDENCE)
+    return outcomes
+
+
+def _before_call(grant: Grant, now: datetime, spooled: set[int]) -> Outcome | None:
+    """The checks of a single refresh up to the call, for a claimed grant. None: send it.
+
+    AWAITING_EVIDENCE: an unanswered refresh comes first; released for its own task.
+    """
+    seen_gen = grant.refresh_generation
+    try:
+        if grant.pk in spooled:
+            _release(grant, seen_gen, next_refresh_at=now + timedelta(seconds=1))
+            return Outcome.DEFERRED
+        grant.app.client_secret  # noqa: B018 - decrypted now, not inside the call
+        if grant.refresh_uncertain_since is not None:
+            # Found again by the sweep after GRANT_DISPATCH_RETRY if the message is lost.
+            _release(grant, seen_gen, next_refresh_at=now + timedelta(seconds=settings.GRANT_DISPATCH_RETRY))
+            return Outcome.AWAITING_EVIDENCE
+        if _is_fresh(grant, now):
+            _release(
+                grant,
+                seen_gen,
+                next_refresh_at=refresh_due_at(expires_at=grant.access_expires_at, lifetime=_lifetime(grant)),
+            )
+            return Outcome.FRESH
+        if not grant.refresh_token:
+            _release(grant, seen_gen, next_refresh_at=None, last_error="No refresh token: cannot refresh.")
+            return Outcome.NO_REFRESH_TOKEN
+    except crypto.TokenDecryptionError:
+        _release(
+            grant,
+            seen_gen,
+            next_refresh_at=now + timedelta(seconds=settings.GRANT_RETRY_MAX),
+            last_error="Stored token cannot be decrypted with TOKEN_ENCRYPTION_KEYS.",
+        )
+        logger.error("grant refresh: grant=%s cannot decrypt its tokens (encryption keys changed?)", grant.pk)
+        return Outcome.TRANSIENT
+    return None
+
+
+@dataclass
+class _Sent:
+    """What a pool thread brings back: a token, an error after sending, or why nothing was sent."""
+
+    sent_at: datetime | None = None
+    token: cloudflare.TokenResponse | None = None
+    error: BaseException | None = None
+    held_back: str = ""  # "rate" (outbound budget spent) or "lease" (too little of it left)
+
+
+def _send(grant: Grant, lease: _HeldLease) -> _Sent:
+    """In a pool thread: the outbound budget, the lease check, then the one call. No database."""
+    if not ratelimit.wait_for_slot(user_key=None, max_wait=settings.CLOUDFLARE_RATELIMIT_MAX_WAIT):
+        return _Sent(held_back="rate")
+    if not lease.ensure(call_budget() + float(settings.GRANT_LEASE_MARGIN) / 2):
+        return _Sent(held_back="lease")
+    sent_at = timezone.now()
+    try:
+        return _Sent(sent_at=sent_at, token=cloudflare.refresh(app=grant.app, refresh_token=grant.refresh_token))
+    except BaseException as exc:  # noqa: BLE001 - classified by the task's thread
+        return _Sent(sent_at=sent_at, error=exc)
+
+
+def _calls_run(ready: list[Grant], lease: BatchLease, outcomes: dict[int, Outcome]) -> None:
+    """Every call of the batch at once; the answers written as they arrive.
+
+    The new tokens of the answers that arrived together go in one transaction (one commit for
+    several fenced UPDATEs); if it fails, each is written on its own with the retries and the
+    spool of a single refresh.
+    """
+    futures = {_call_pool().submit(_send, grant, lease.held(grant.pk)): grant for grant in ready}
+    waiting = set(futures)
+    unrecorded: dict[int, tuple[Grant, _Sent]] = {}  # answers in hand, not yet recorded
+    budget: dict = {}  # one write-retry window for the whole batch, not one per grant
+    try:
+        while waiting:
+            done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+            arrived = sorted(((futures[f], f.result()) for f in done), key=lambda pair: pair[0].pk)
+            unrecorded.update({grant.pk: (grant, sent) for grant, sent in arrived})
+            tokens = [(grant, sent) for grant, sent in arrived if sent.token is not None and not sent.held_back]
+            written = _tokens_write_together(tokens) if len(tokens) > 1 else {}
+            for grant, sent in arrived:
+                try:
+                    outcome = written.get(grant.pk) or _settle(grant, sent, lease.held(grant.pk), budget)
+                except DatabaseError:
+                    # Like a single refresh whose failure could not be recorded: the lease runs
+                    # out and the next attempt treats the outcome as unknown.
+                    logger.warning("grant refresh: grant=%s outcome not recorded (database unavailable)", grant.pk)
+                    _close_broken_connection()
+                    continue
+                finally:
+                    unrecorded.pop(grant.pk, None)
+                    lease.drop(grant.pk)
+                outcomes[grant.pk] = _log(grant.pk, outcome)
+    except BaseException:
+        # Stopped with answers in hand: new tokens go to the spool (never dropped); a call that
+        # was not sent gives its claim back; an error's meaning is left to the next attempt.
+        for grant, sent in unrecorded.values():
+            held = lease.held(grant.pk)
+            if sent.token is not None:
+                _spool(grant, grant.refresh_generation, grant.refresh_token_fp, sent.token, sent.sent_at, held)
+            elif sent.held_back:
+                _release_quietly([grant])
+        _calls_abandon(waiting, futures, lease)
+        raise
+
+
+def _tokens_write_together(tokens: list[tuple[Grant, _Sent]]) -> dict[int, Outcome]:
+    """The fenced writes of several answers in one transaction; {} when it failed (none written).
+
+    On PostgreSQL the routine ones (no event or alert to write) are one UPDATE … FROM (VALUES …),
+    each row fenced on its own generation and refresh-token fingerprint exactly as `_on_success`.
+    """
+    from django.db import connection
+
+    routine: list[tuple[Grant, _Sent]] = []
+    if connection.vendor == "postgresql":
+        routine = [(grant, sent) for grant, sent in tokens if not _success_side_effects(grant, sent.token)]
+    in_one = {grant.pk for grant, _ in routine}
+    others = [(grant, sent) for grant, sent in tokens if grant.pk not in in_one]
+    try:
+        with transaction.atomic():
+            outcomes = _routine_successes_write(routine) if routine else {}
+            for grant, sent in others:
+                outcomes[grant.pk] = _on_success(
+                    grant, grant.refresh_generation, grant.refresh_token_fp, sent.token, sent.sent_at
+                )
+            return outcomes
+    except DatabaseError:
+        _close_broken_connection()
+        return {}
+
+
+def _success_side_effects(grant: Grant, token: cloudflare.TokenResponse) -> bool:
+    """Does writing this answer also write events or alerts (see `_on_success`)?"""
+    return bool(
+        grant.status == Grant.Status.REFRESH_FAILING
+        or _scopes_changed(grant, token)
+        or grant.consecutive_failures
+        or getattr(grant, "app_config_alert_open", True)
+    )
+
+
+def _scopes_changed(grant: Grant, token: cloudflare.TokenResponse) -> bool:
+    return bool(token.scopes) and set(token.scopes) != set(grant.granted_scopes)
+
+
+_ROUTINE_COLUMNS = (
+    "access_token",
+    "access_token_fp",
+    "refresh_token",
+    "refresh_token_fp",
+    "access_expires_at",
+    "last_refreshed_at",
+    "next_refresh_at",
+    "refresh_history",
+)
+_ROUTINE_CASTS = {
+    "access_expires_at": "timestamptz",
+    "last_refreshed_at": "timestamptz",
+    "next_refresh_at": "timestamptz",
+    "refresh_history": "jsonb",
+}
+
+
+def _routine_successes_write(tokens: list[tuple[Grant, _Sent]]) -> dict[int, Outcome]:
+    """Routine answers in one UPDATE (PostgreSQL), with the values `_on_success` would write."""
+    from django.db import connection
+
+    now = timezone.now()
+    table = connection.ops.quote_name(Grant._meta.db_table)
+    fields = {name: Grant._meta.get_field(name) for name in _ROUTINE_COLUMNS}
+    casts = _ROUTINE_CASTS
+    rows, params = [], []
+    for grant, sent in tokens:
+        values = _success_values(grant, sent.token, sent.sent_at, now)
+        row = [grant.pk, grant.refresh_generation, grant.refresh_token_fp]
+        row += [fields[name].get_db_prep_save(values[name], connection) for name in _ROUTINE_COLUMNS]
+        params += row
+        placeholders = ["%s::bigint", "%s::bigint", "%s"] + [
+            f"%s::{casts[name]}" if name in casts else "%s" for name in _ROUTINE_COLUMNS
+        ]
+        rows.append("(" + ", ".join(placeholders) + ")")
+    column = {name: connection.ops.quote_name(fields[name].column) for name in _ROUTINE_COLUMNS}
+    sets = ", ".join(f"{column[name]} = v.{name}" for name in _ROUTINE_COLUMNS)
+    statuses = ", ".join(["%s"] * len(REFRESHABLE_STATUSES))
+    # Only the model's own table and column names and placeholders go into the text; every value
+    # is a parameter.
+    sql = (
+        f"UPDATE {table} AS g SET {sets}, refresh_lease_until = NULL, refresh_uncertain_since = NULL, "  # noqa: S608
+        "refresh_failing_since = NULL, consecutive_failures = 0, last_error = '', "
+        "refresh_generation = g.refresh_generation + 1, refresh_count = g.refresh_count + 1 "
+        f"FROM (VALUES {', '.join(rows)}) AS v(id, seen_generation, old_refresh_fp, {', '.join(_ROUTINE_COLUMNS)}) "
+        "WHERE g.id = v.id AND g.refresh_generation = v.seen_generation AND g.refresh_token_fp = v.old_refresh_fp "
+        f"AND g.status IN ({statuses}) RETURNING g.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *REFRESHABLE_STATUSES])
+        written = {row[0] for row in cursor.fetchall()}
+    outcomes = {}
+    for grant, _ in tokens:
+        if grant.pk not in written:
+            logger.error("grant refresh: grant=%s row changed under the lease; new tokens discarded", grant.pk)
+        outcomes[grant.pk] = Outcome.REFRESHED if grant.pk in written else Outcome.CONFLICT
+    return outcomes
+
+
+def _settle(grant: Grant, sent: _Sent, lease: _HeldLease, budget: dict) -> Outcome:
+    """In the task's thread: record one call's result, as a single refresh does."""
+    seen_gen, old_fp = grant.refresh_generation, grant.refresh_token_fp
+    if sent.held_back == "rate":
+        _release(grant, seen_gen, next_refresh_at=timezone.now() + timedelta(seconds=5 + random.uniform(0, 10)))
+        return Outcome.DEFERRED
+    if sent.held_back:
+        _release(grant, seen_gen)
+        return Outcome.DEFERRED
+    if sent.error is None:
+        return _on_success_durable(grant, seen_gen, old_fp, sent.token, sent.sent_at, lease, budget=budget)
+    if isinstance(sent.error, (cloudflare.OAuthError, cloudflare.TransientError)):
+        return _on_call_error(grant, seen_gen, old_fp, sent.error)
+    logger.error("grant refresh: grant=%s call failed", grant.pk, exc_info=sent.error)
+    _mark_uncertain(grant, seen_gen, "Refresh interrupted; outcome unknown.")
+    return Outcome.UNCERTAIN
+
+
+def _calls_abandon(waiting, futures, lease: BatchLease) -> None:
+    """The task is being stopped (soft time limit, shutdown) with calls not yet recorded.
+
+    A call not started is cancelled and its claim given back. A call that may have been sent is
+    marked uncertain, and any tokens it brings back go to the spool: never dropped.
+    """
+    for future in waiting:
+        grant = futures[future]
+        held = lease.held(grant.pk)
+        if future.cancel():
+            _release_quietly([grant])
+            continue
+
+        def keep(done, grant=grant, held=held) -> None:
+            sent = done.result()
+            if sent.token is not None:
+                _spool(grant, grant.refresh_generation, grant.refresh_token_fp, sent.token, sent.sent_at, held)
+
+        if future.done() and future.result().held_back:
+            _release_quietly([grant])
+            continue
+        future.add_done_callback(keep)
+        try:
+            _mark_uncertain(grant, grant.refresh_generation, "Refresh interrupted; outcome unknown.")
+        except DatabaseError:
+            _close_broken_connection()
+
+
+def _release_quietly(grants: list[Grant]) -> None:
+    for grant in grants:
+        try:
+            _release(grant, grant.refresh_generation)
+        except DatabaseError:
+            _close_broken_connection()  # the lease runs out on its own; nothing was sent
+            return
+
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _call_pool() -> ThreadPoolExecutor:
+    """This process's token-call threads: created on first use (after the fork), kept across tasks
+    so each keeps its HTTP session; as many as a batch has grants, so a batch's calls all start."""
+    global _pool, _pool_size
+    size = max(1, int(settings.GRANT_REFRESH_BATCH))
+    with _pool_lock:
+        if _pool is None or _pool_size < size:
+            _pool, _pool_size = ThreadPoolExecutor(max_workers=size, thread_name_prefix="token-call"), size
+        return _pool
+
+
+class BatchLease:
+    """The leases of a batch's grants, extended together by one heartbeat thread.
+
+    Like `LeaseHeartbeat`: every third of the lease, one UPDATE pushes the lease of every grant
+    still held (fenced by its generation) one lease length ahead. A pool thread whose lease is too
+    short to send asks the heartbeat for an extension now and waits for it; the pool threads never
+    open a database connection.
+    """
+
+    def __init__(self, *, grants: dict[int, int], until: datetime) -> None:
+        self.generations = dict(grants)  # grant id → generation, while held
+        self.untils = dict.fromkeys(grants, until)  # the lease's end as last written by us
+        self._lock = threading.Lock()
+        self._rounds = threading.Condition()
+        self._round = 0
+        self._kick = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> BatchLease:
+        self._thread = threading.Thread(target=self._run, name="batch-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._kick.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def held(self, grant_id: int) -> _HeldLease:
+        return _HeldLease(self, grant_id)
+
+    def drop(self, grant_id: int) -> None:
+        """Stop extending this grant's lease (waits for an extension under way to finish)."""
+        with self._lock:
+            self.generations.pop(grant_id, None)
+
+    def left(self, grant_id: int) -> float:
+        return (self.untils[grant_id] - timezone.now()).total_seconds()
+
+    def extend(self) -> None:
+        """Push every held lease one lease length from now, if still ours. Never raises."""
+        with self._lock:
+            if not self.generations:
+                return
+            now = timezone.now()
+            until = now + timedelta(seconds=lease_seconds())
+            try:
+                match = Q()
+                for grant_id, generation in self.generations.items():
+                    match |= Q(pk=grant_id, refresh_generation=generation)
+                extended = Grant.objects.filter(match, refresh_lease_until__gte=now).update(
+                    refresh_lease_until=until, next_refresh_at=until
+                )
+                if extended == len(self.generations):
+                    for grant_id in self.generations:
+                        self.untils[grant_id] = max(self.untils[grant_id], until)
+                    return
+                # Some lease was not ours any more (a grant just settled): one by one, to know which.
+                for grant_id, generation in self.generations.items():
+                    if Grant.objects.filter(
+                        pk=grant_id, refresh_generation=generation, refresh_lease_until__gte=now
+                    ).update(refresh_lease_until=until, next_refresh_at=until):
+                        self.untils[grant_id] = max(self.untils[grant_id], until)
+            except DatabaseError as exc:
+                logger.warning("grant refresh: batch leases not extended (%s)", type(exc).__name__)
+                _close_broken_connection()
+
+    def ensure(self, grant_id: int, seconds: float) -> bool:
+        """True when this grant's lease has at least `seconds` left (asking for an extension now)."""
+        if self.left(grant_id) >= seconds:
+            return True
+        with self._rounds:
+            seen = self._round
+            self._kick.set()
+            self._rounds.wait_for(lambda: self._round > seen or self._stop.is_set(), timeout=10)
+        return self.left(grant_id) >= seconds
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        interval = max(0.5, lease_seconds() / 3)
+        try:
+            while not self._stop.is_set():
+                self._kick.wait(interval)
+                self._kick.clear()
+                if self._stop.is_set():
+                    break
+                self.extend()
+                with self._rounds:
+                    self._round += 1
+                    self._rounds.notify_all()
+        finally:
+            with self._rounds:
+                self._round += 1
+                self._rounds.notify_all()
+            connection.close()
+
+
+class _HeldLease:
+    """One grant's view of a BatchLease, shaped like LeaseHeartbeat for the shared write path."""
+
+    def __init__(self, batch: BatchLease, grant_id: int) -> None:
+        self.batch = batch
+        self.grant_id = grant_id
+
+    @property
+    def until(self) -> datetime:
+        return self.batch.untils[self.grant_id]
+
+    def ensure(self, seconds: float) -> bool:
+        return self.batch.ensure(self.grant_id, seconds)
+
+    def stop(self) -> None:
+        self.batch.drop(self.grant_id)
+
+
+def _spool_pending_ids(grant_ids: list[int]) -> set[int]:
+    from .token_spool import spool_pending_ids
+
+    try:
+        return spool_pending_ids() & set(grant_ids)
+    except Exception:  # noqa: BLE001 - unreadable spool: refreshes go on, the sweep retries it
+        logger.warning("grant refresh: token spool not readable", exc_info=True)
+        return set()
 
 
 # --- An unanswered refresh: evidence before anything is sent again ------------------------------
@@ -487,14 +981,17 @@ def _on_success_durable(
     old_fp: str,
     token: cloudflare.TokenResponse,
     sent_at: datetime,
-    lease: LeaseHeartbeat | None = None,
+    lease: LeaseHeartbeat | _HeldLease | None = None,
+    *,
+    budget: dict | None = None,
 ) -> Outcome:
     """Write the new tokens; retry while the database is unreachable; spool them if it stays so.
 
     The old refresh token has rotated at Cloudflare: dropping the answer would lose the grant.
-    The lease is extended meanwhile (LeaseHeartbeat), so nobody else claims the grant.
+    The lease is extended meanwhile (LeaseHeartbeat), so nobody else claims the grant. `budget`
+    shares one retry window between the writes of a batch (its deadline set at the first failure).
     """
-    deadline = time.monotonic() + settings.GRANT_WRITE_RETRY_SECONDS
+    budget = {} if budget is None else budget
     delay = 0.25
     try:
         while True:
@@ -502,6 +999,7 @@ def _on_success_durable(
                 return _on_success(grant, seen_gen, old_fp, token, sent_at)
             except DatabaseError as exc:
                 _close_broken_connection()
+                deadline = budget.setdefault("deadline", time.monotonic() + settings.GRANT_WRITE_RETRY_SECONDS)
                 if time.monotonic() + delay > deadline:
                     logger.warning(
                         "grant refresh: grant=%s database unavailable for the write (%s)", grant.pk, type(exc).__name__
@@ -523,7 +1021,7 @@ def _spool(
     old_fp: str,
     token: cloudflare.TokenResponse,
     sent_at: datetime,
-    lease: LeaseHeartbeat | None = None,
+    lease: LeaseHeartbeat | _HeldLease | None = None,
 ) -> None:
     from .token_spool import SpooledTokens, spool_put
 
@@ -545,20 +1043,14 @@ def _spool(
     )
 
 
-def _on_success(
-    grant: Grant, seen_gen: int, old_fp: str, token: cloudflare.TokenResponse, sent_at: datetime
-) -> Outcome:
-    now = timezone.now()
+def _success_values(grant: Grant, token: cloudflare.TokenResponse, sent_at: datetime, now: datetime) -> dict:
+    """The new tokens, their expiry, the next due time and the history entry of a success."""
     # Expiry counted from when we *sent* the request: never later than Cloudflare's own clock.
     expires_at = sent_at + timedelta(seconds=token.expires_in)
     # A response without refresh_token keeps the old one (non-rotating servers, OA-11).
     new_refresh = token.refresh_token or grant.refresh_token
-    scopes_changed = bool(token.scopes) and set(token.scopes) != set(grant.granted_scopes)
-    # Read under our lease: only a lease holder changes these (the fence below proves it).
-    was_failing = grant.status == Grant.Status.REFRESH_FAILING
-    config_alert_open = getattr(grant, "app_config_alert_open", True)
     entry = {"at": now.isoformat(timespec="seconds"), "outcome": Outcome.REFRESHED.value}
-    updates: dict = {
+    return {
         "access_token": token.access_token,
         "access_token_fp": crypto.fingerprint(token.access_token),
         "refresh_token": new_refresh,
@@ -566,13 +1058,26 @@ def _on_success(
         "access_expires_at": expires_at,
         "last_refreshed_at": now,
         "next_refresh_at": refresh_due_at(expires_at=expires_at, lifetime=token.expires_in),
+        "refresh_history": [entry, *(grant.refresh_history or [])][:REFRESH_HISTORY_LENGTH],
+    }
+
+
+def _on_success(
+    grant: Grant, seen_gen: int, old_fp: str, token: cloudflare.TokenResponse, sent_at: datetime
+) -> Outcome:
+    now = timezone.now()
+    scopes_changed = _scopes_changed(grant, token)
+    # Read under our lease: only a lease holder changes these (the fence below proves it).
+    was_failing = grant.status == Grant.Status.REFRESH_FAILING
+    config_alert_open = getattr(grant, "app_config_alert_open", True)
+    updates: dict = {
+        **_success_values(grant, token, sent_at, now),
         "refresh_lease_until": None,
         "refresh_uncertain_since": None,
         "refresh_failing_since": None,
         "consecutive_failures": 0,
         "last_error": "",
         "refresh_generation": F("refresh_generation") + 1,
-        "refresh_history": [entry, *(grant.refresh_history or [])][:REFRESH_HISTORY_LENGTH],
         "refresh_count": F("refresh_count") + 1,
     }
     if was_failing:
@@ -841,7 +1346,8 @@ def refresh_followup_in(*, now: datetime | None = None) -> float | None:
 def grants_dispatch_due_refreshes(
     *, now: datetime | None = None, batch_size: int | None = None, max_batches: int | None = None
 ) -> int:
-    """Run by beat every minute: enqueue one refresh task per grant whose refresh is due.
+    """Run by beat every minute: enqueue the grants whose refresh is due, `GRANT_REFRESH_BATCH` per
+    message (one `refresh_grants_task` each; one `refresh_grant_task` per grant when it is 1).
 
     Tokens spooled during a database outage are written first (fenced), so no due grant is sent
     with a rotated refresh token.
@@ -855,10 +1361,14 @@ def grants_dispatch_due_refreshes(
     except Exception:  # noqa: BLE001 - the next sweep tries again
         logger.warning("refresh sweep: token spool not applied", exc_info=True)
 
+    from ..tasks import refresh_grants_task
+
+    per_message = max(1, int(settings.GRANT_REFRESH_BATCH))
     return grants_dispatch_due(
         due=lambda now: grants_due_for_refresh(now=now),
         due_field="next_refresh_at",
-        task=refresh_grant_task,
+        task=refresh_grants_task if per_message > 1 else refresh_grant_task,
+        per_message=per_message,
         label="refresh",
         now=now,
         batch_size=batch_size,

@@ -189,6 +189,11 @@ def spool_pending(*, grant_id: int) -> bool:
     return bool(_pending(grant_id))
 
 
+def spool_pending_ids() -> set[int]:
+    """The grants with tokens waiting in the spool (one read of Redis and the directory)."""
+    return {record.grant_id for record in _pending().values()}
+
+
 def _not_claimed_by_another(record: SpooledTokens, now: datetime) -> Q:
     free = Q(refresh_lease_until__isnull=True) | Q(refresh_lease_until__lt=now)
     if record.lease_until:

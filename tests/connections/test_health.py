@@ -232,7 +232,8 @@ def test_it_skips_a_duplicate_check(grant, fake):
     assert len(fake.calls) == calls
 
 
-def test_it_enqueues_each_due_check_once(oauth_app, acme, django_capture_on_commit_callbacks):
+def test_it_enqueues_each_due_check_once(oauth_app, acme, settings, django_capture_on_commit_callbacks):
+    settings.GRANT_CHECK_BATCH = 1  # one message per grant
     now = timezone.now()
     due = factories.GrantFactory(app=oauth_app, client=acme, next_check_at=now - timedelta(seconds=1))
     factories.GrantFactory(app=oauth_app, client=acme, next_check_at=now + timedelta(minutes=5))
@@ -241,3 +242,21 @@ def test_it_enqueues_each_due_check_once(oauth_app, acme, django_capture_on_comm
             assert grants_dispatch_due_checks(now=now) == 1
             assert grants_dispatch_due_checks(now=now) == 0
     delay.assert_called_once_with(due.pk)
+
+
+def test_it_enqueues_due_checks_in_batches_each_grant_once(
+    oauth_app, acme, settings, django_capture_on_commit_callbacks
+):
+    settings.GRANT_CHECK_BATCH = 2
+    now = timezone.now()
+    due = [
+        factories.GrantFactory(app=oauth_app, client=acme, next_check_at=now - timedelta(seconds=1)) for _ in range(3)
+    ]
+    factories.GrantFactory(app=oauth_app, client=acme, next_check_at=now + timedelta(minutes=5))
+    with patch("connections.tasks.check_grants_task.delay") as delay:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert grants_dispatch_due_checks(now=now) == 3
+            assert grants_dispatch_due_checks(now=now) == 0
+    batches = [c.args[0] for c in delay.call_args_list]
+    assert all(1 <= len(batch) <= 2 for batch in batches)
+    assert sorted(pk for batch in batches for pk in batch) == sorted(g.pk for g in due)

@@ -122,3 +122,73 @@ def test_a_check_that_finds_nothing_new_rewrites_no_account_or_zone_row(cf_sandb
     assert len(zone_writes) == 1
     zone.refresh_from_db()
     assert zone.name != "renamed-locally.example"
+
+
+def test_a_routine_re_check_reads_once_per_list_and_writes_only_the_grant_row(cf_sandbox, app, acme):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    grant = _grant(cf_sandbox, app, acme)
+    assert grant_check(grant_id=grant.pk) == CheckOutcome.HEALTHY
+
+    with CaptureQueriesContext(connection) as ctx:
+        assert grant_check(grant_id=grant.pk, force=True) == CheckOutcome.HEALTHY
+    statements = [q["sql"] for q in ctx.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    # The grant (with its app and open alerts), its accounts, the zones of its two accounts, and
+    # the one UPDATE of the grant's check fields: no transaction, no alert UPDATE.
+    assert len(statements) == 4, statements
+    assert [sql for sql in statements if sql.startswith(("UPDATE", "INSERT", "DELETE"))] == [
+        next(sql for sql in statements if sql.startswith('UPDATE "connections_grant"'))
+    ]
+
+
+def test_a_re_check_still_closes_an_open_health_alert(cf_sandbox, app, acme):
+    from connections.services.events import alert_open
+
+    grant = _grant(cf_sandbox, app, acme)
+    assert grant_check(grant_id=grant.pk) == CheckOutcome.HEALTHY
+    alert_open(kind=Alert.Kind.HEALTH_FAILING, grant=grant, message="Account refuses OAuth apps.")
+
+    assert grant_check(grant_id=grant.pk, force=True) == CheckOutcome.HEALTHY
+
+    assert not Alert.objects.filter(grant=grant, kind=Alert.Kind.HEALTH_FAILING, resolved_at__isnull=True).exists()
+    assert Alert.objects.filter(grant=grant, kind=Alert.Kind.RECOVERED).count() == 1
+
+
+@pytest.fixture
+def check_pool_connections_closed(settings):
+    """The check threads keep their database connections across tasks: close them after the test."""
+    import threading
+
+    from django.db import connection
+
+    from connections.services import health
+
+    settings.GRANT_CHECK_BATCH = 4
+    yield
+    if not health._pool_size:
+        return  # SQLite: the checks ran in line
+    barrier = threading.Barrier(health._pool_size)
+
+    def close() -> None:
+        connection.close()
+        barrier.wait(timeout=10)  # one job per thread: each waits until every thread has closed
+
+    for future in [health._check_pool().submit(close) for _ in range(health._pool_size)]:
+        future.result(timeout=15)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_of_checks_maps_every_grant_at_once(cf_sandbox, app, acme, check_pool_connections_closed):
+    from connections.services.health import grants_check
+
+    grants = [_grant(cf_sandbox, app, acme) for _ in range(3)]
+
+    outcomes = grants_check(grant_ids=[g.pk for g in grants])
+
+    assert outcomes == {g.pk: CheckOutcome.HEALTHY for g in grants}
+    for grant in grants:
+        assert sorted(a.name for a in grant.accounts.all()) == ["Acme Corp", "Acme Staging"]
+        grant.refresh_from_db()
+        assert grant.health == Grant.Health.HEALTHY and grant.last_checked_at is not None
+    assert Zone.objects.filter(account__cf_account_id=ACME_CORP_ID).count() == 3

@@ -552,7 +552,8 @@ def test_it_grows_the_backoff_and_honours_retry_after(settings):
     assert retry_delay(failures=1, retry_after=300) == 300
 
 
-def test_it_enqueues_each_due_grant_once_after_commit(oauth_app, acme, django_capture_on_commit_callbacks):
+def test_it_enqueues_each_due_grant_once_after_commit(oauth_app, acme, settings, django_capture_on_commit_callbacks):
+    settings.GRANT_REFRESH_BATCH = 1  # one message per grant
     now = timezone.now()
     due = [
         factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now - timedelta(seconds=5)) for _ in range(3)
@@ -571,20 +572,41 @@ def test_it_enqueues_each_due_grant_once_after_commit(oauth_app, acme, django_ca
     assert sorted(c.args[0] for c in delay.call_args_list) == sorted(g.pk for g in due)
 
 
+def test_it_enqueues_due_grants_in_batches_each_grant_once(
+    oauth_app, acme, settings, django_capture_on_commit_callbacks
+):
+    settings.GRANT_REFRESH_BATCH = 2
+    now = timezone.now()
+    due = [
+        factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now - timedelta(seconds=5)) for _ in range(5)
+    ]
+    factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now + timedelta(minutes=5))
+
+    with patch("connections.tasks.refresh_grants_task.delay") as delay:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert grants_dispatch_due_refreshes(now=now, batch_size=3) == 5
+        with django_capture_on_commit_callbacks(execute=True):
+            assert grants_dispatch_due_refreshes(now=now) == 0
+
+    batches = [c.args[0] for c in delay.call_args_list]
+    assert all(1 <= len(batch) <= 2 for batch in batches)
+    assert sorted(pk for batch in batches for pk in batch) == sorted(g.pk for g in due)
+
+
 def test_it_finds_a_grant_again_when_its_message_was_lost(
     oauth_app, acme, settings, django_capture_on_commit_callbacks
 ):
     settings.GRANT_DISPATCH_RETRY = 60
     now = timezone.now()
     grant = factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now - timedelta(seconds=5))
-    with patch("connections.tasks.refresh_grant_task.delay") as delay:
+    with patch("connections.tasks.refresh_grants_task.delay") as delay:
         delay.side_effect = OSError("broker down")
         with django_capture_on_commit_callbacks(execute=True):
             grants_dispatch_due_refreshes(now=now)
         delay.side_effect = None
         with django_capture_on_commit_callbacks(execute=True):
             assert grants_dispatch_due_refreshes(now=now + timedelta(seconds=61)) == 1
-    assert delay.call_args.args == (grant.pk,)
+    assert delay.call_args.args == ([grant.pk],)
 
 
 def test_a_revocation_is_counted_apart_from_refresh_failures(due_grant, mock_refresh):

@@ -66,7 +66,7 @@ def _simulate(*, minutes: int, followups: bool, django_capture_on_commit_callbac
             dispatched: list[int] = []
             scheduled: list[float] = []
             with (
-                mock.patch.object(tasks.refresh_grant_task, "delay", side_effect=dispatched.append),
+                mock.patch.object(tasks.refresh_grants_task, "delay", side_effect=dispatched.extend),
                 mock.patch.object(
                     tasks.sweep_due_refreshes_task,
                     "apply_async",

@@ -43,6 +43,9 @@ FAST = {
     "GRANT_WRITE_RETRY_SECONDS": 3,
     "GRANT_INCIDENT_HOLD": 4,
     "GRANT_SWEEP_FOLLOWUP_MIN": 1,
+    # Batches as in production, small enough that a test's few grants make several of them.
+    "GRANT_REFRESH_BATCH": 3,
+    "GRANT_CHECK_BATCH": 3,
     "CLOUDFLARE_CONNECT_TIMEOUT": 2.0,
     "CLOUDFLARE_READ_TIMEOUT": 4.0,
     "CLOUDFLARE_TOKEN_READ_TIMEOUT": 6.0,

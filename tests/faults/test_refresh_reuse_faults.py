@@ -52,7 +52,9 @@ def _recover(cf_sandbox, app, *, timeout: float, allow_lost: bool = True, tick=s
 def test_it_reuses_no_refresh_token_when_a_workers_process_group_is_killed_mid_sweep(workers, cf_sandbox, acme):
     app = register_app(cf_sandbox)
     due_grants(cf_sandbox, app, acme, 40)
-    doomed = workers.start(concurrency=3)
+    # Three refreshes in flight in the doomed worker: one process running a batch of three.
+    workers.env["GRANT_REFRESH_BATCH"] = "3"
+    doomed = workers.start(concurrency=1)
     workers.start(concurrency=3)
     cf_sandbox.set_faults(latency_ms=200, latency_max_ms=500, latency_endpoints=["token"])
     cf_sandbox.reset_counters()
@@ -68,9 +70,13 @@ def test_it_reuses_no_refresh_token_when_a_workers_process_group_is_killed_mid_s
     _figures("kill worker group mid-sweep", grants=40, recovery_s=round(time.monotonic() - killed_at, 1), **figures)
 
 
-def test_it_reuses_no_refresh_token_when_one_pool_process_is_killed(workers, cf_sandbox, acme):
+@pytest.mark.parametrize("batch", [1, 3], ids=["one-per-task", "batch-of-3"])
+def test_it_reuses_no_refresh_token_when_one_pool_process_is_killed(workers, cf_sandbox, acme, batch, settings):
     app = register_app(cf_sandbox)
     due_grants(cf_sandbox, app, acme, 20)
+    # The refreshes in flight in each pool process (the sweep here and the workers agree).
+    settings.GRANT_REFRESH_BATCH = batch
+    workers.env["GRANT_REFRESH_BATCH"] = str(batch)
     worker = workers.start(concurrency=3)
     cf_sandbox.set_faults(latency_ms=1000, latency_max_ms=1500, latency_endpoints=["token"])
     cf_sandbox.reset_counters()
@@ -83,9 +89,14 @@ def test_it_reuses_no_refresh_token_when_one_pool_process_is_killed(workers, cf_
     killed_at = time.monotonic()
     _recover(cf_sandbox, app, timeout=90)
 
-    figures = assert_nothing_wrongly_ended(cf_sandbox, app, lost_at_most=1)
+    figures = assert_nothing_wrongly_ended(cf_sandbox, app, lost_at_most=batch)
     assert worker.poll() is None  # the worker itself lives on
-    _figures("kill one pool process", grants=20, recovery_s=round(time.monotonic() - killed_at, 1), **figures)
+    _figures(
+        f"kill one pool process (batch {batch})",
+        grants=20,
+        recovery_s=round(time.monotonic() - killed_at, 1),
+        **figures,
+    )
 
 
 def test_it_loses_nothing_when_the_token_endpoint_is_slow_but_under_its_timeout(workers, cf_sandbox, acme):
@@ -151,6 +162,9 @@ def _database_outage(workers, cf_sandbox, private_database, *, seconds: float, g
     in_flight_at_stop = _token_calls(cf_sandbox)
     time.sleep(seconds)
     private_database.start()
+    from django.db import connection
+
+    connection.close()  # this test process's own connection died with the server it restarted
     back_at = time.monotonic()
     cf_sandbox.clear_faults()
     recovery = _recover(cf_sandbox, app, timeout=120, allow_lost=False)
@@ -189,11 +203,12 @@ def test_it_refreshes_each_grant_once_with_two_beats_running(workers, cf_sandbox
     workers.start_beat()
 
     _recover(cf_sandbox, app, timeout=90, allow_lost=False, tick=None)
+    # Both beats keep sweeping after every grant is fresh: none of their sweeps sends a second call.
+    assert wait_until(lambda: workers.log_text().count("Sending due task sweep-due-refreshes") >= 4, timeout=30)
 
     figures = assert_nothing_wrongly_ended(cf_sandbox, app, lost_at_most=0)
     assert all(t["refresh_count"] == 1 for t in truth(cf_sandbox, app).values())
     assert _token_calls(cf_sandbox) == 30
-    assert workers.log_text().count("Sending due task sweep-due-refreshes") >= 4  # both beats swept
     _figures("two beats at once", grants=30, token_calls=30, **figures)
 
 

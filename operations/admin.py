@@ -41,9 +41,8 @@ class ActionRecordAdmin(LargeTableAdminMixin, ClientScopedAdminMixin, ReadOnlyAd
         "outcome",
         "client",
         "zone_name",
-        "actor",
+        "by",
         "actor_via",
-        "actor_label",
         "duration_ms",
         "summary",
     )
@@ -54,6 +53,13 @@ class ActionRecordAdmin(LargeTableAdminMixin, ClientScopedAdminMixin, ReadOnlyAd
     date_hierarchy = "created_at"
     raw_id_fields = ("actor", "client", "grant", "zone", "account")
     actions = ["export_csv"]
+
+    @admin.display(description="By", ordering="actor")
+    def by(self, obj: ActionRecord) -> str:
+        who = obj.actor.get_username() if obj.actor_id else "—"
+        if obj.actor_via == "agent":  # the agent's name, and the staff member it acts for
+            return f"agent {obj.actor_label}, on behalf of {who}"
+        return f"{who} ({obj.actor_label})" if obj.actor_label else who
 
     @admin.display(description="What was done")
     def summary(self, obj: ActionRecord) -> str:

@@ -92,7 +92,10 @@ def _record_words(record: dict[str, Any] | None, fallback: dict[str, Any]) -> st
 
 
 def _describe_create(inputs: dict, result: dict, zone: str) -> str:
-    return gettext("Added the DNS %(record)s") % {"record": _record_words(result.get("after"), inputs)}
+    record = _record_words(result.get("after"), inputs)
+    if result.get("existed"):  # an identical record was there: nothing was added, say so
+        return gettext("The DNS %(record)s was already there: nothing added") % {"record": record}
+    return gettext("Added the DNS %(record)s") % {"record": record}
 
 
 def _describe_update(inputs: dict, result: dict, zone: str) -> str:

@@ -249,8 +249,12 @@ def test_staff_see_an_agents_action_as_the_agent_on_behalf_of_the_staff_member(a
         outcome="refused",
         reason="The client has not given the permission this needs.",
     )
-    body = admin_client.get(reverse("admin:clients_client_change", args=[acme.pk])).content.decode()
-    assert "agent Ops Assistant, on behalf of account-manager" in body
+    for page in (
+        reverse("admin:clients_client_change", args=[acme.pk]),
+        reverse("admin:operations_actionrecord_changelist"),
+    ):
+        body = admin_client.get(page).content.decode()
+        assert "agent Ops Assistant, on behalf of account-manager" in body, page
 
 
 def test_denying_sends_the_agent_access_denied_and_stores_nothing(client, settings, manager, acme):

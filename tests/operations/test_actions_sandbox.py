@@ -52,6 +52,9 @@ def test_it_creates_a_record_once_even_when_run_twice(cf_sandbox, staff_actor, a
     assert [r["content"] for r in listed if r["name"] == f"_verify.{zone.name}"] == ["token-123"]
     assert first.grant_id == acme_grant.pk and first.cf_user_id == acme_grant.cf_user_id
     assert "Added the DNS TXT record _verify." in first.client_sentence
+    # The client's page does not read as two additions: the second run added nothing.
+    assert second.client_sentence.startswith("The DNS TXT record _verify.")
+    assert second.client_sentence.endswith("was already there: nothing added")
 
 
 def test_it_updates_only_what_differs_and_keeps_before_and_after(cf_sandbox, staff_actor, acme, acme_grant, zone):

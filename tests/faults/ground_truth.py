@@ -39,12 +39,18 @@ def sweep() -> None:
 
 def settled(cf_sandbox, app, *, allow_lost: bool = False, revoked: set[int] = frozenset()) -> bool:
     """Every grant is fresh and holds the current token (or is revoked / lost as allowed)."""
+    return not unsettled(cf_sandbox, app, allow_lost=allow_lost, revoked=revoked)
+
+
+def unsettled(cf_sandbox, app, *, allow_lost: bool = False, revoked: set[int] = frozenset()) -> list[str]:
+    """The grants that are not settled, each with the fields that say why (for a failure message)."""
     known = truth(cf_sandbox, app)
     soon = timezone.now() + timedelta(minutes=10)
-    for grant in Grant.objects.filter(app=app):
+    found: list[str] = []
+    for grant in Grant.objects.filter(app=app).order_by("pk"):
         if grant.pk in revoked:
             if grant.status != Grant.Status.REVOKED:
-                return False
+                found.append(f"grant={grant.pk} status={grant.status} (expected revoked)")
             continue
         if allow_lost and grant.status == Grant.Status.LOST:
             continue
@@ -52,8 +58,13 @@ def settled(cf_sandbox, app, *, allow_lost: bool = False, revoked: set[int] = fr
         if not (
             grant.status == Grant.Status.ACTIVE and grant.access_expires_at > soon and grant.refresh_token_fp == current
         ):
-            return False
-    return True
+            found.append(
+                f"grant={grant.pk} status={grant.status} expires={grant.access_expires_at:%H:%M:%S} "
+                f"current_token={grant.refresh_token_fp == current} generation={grant.refresh_generation} "
+                f"lease_until={grant.refresh_lease_until} uncertain_since={grant.refresh_uncertain_since} "
+                f"next_refresh_at={grant.next_refresh_at} last_error={grant.last_error[:120]!r}"
+            )
+    return found
 
 
 def reuse_count(cf_sandbox, app) -> int:

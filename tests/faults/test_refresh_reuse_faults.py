@@ -27,6 +27,7 @@ from tests.faults.ground_truth import (
     settled,
     sweep,
     truth,
+    unsettled,
 )
 from tests.sandbox_grants import register_app
 
@@ -45,7 +46,7 @@ def _recover(cf_sandbox, app, *, timeout: float, allow_lost: bool = True, tick=s
     """Seconds until every grant is fresh and current (or lost); fails the test past `timeout`."""
     started = time.monotonic()
     ok = wait_until(lambda: settled(cf_sandbox, app, allow_lost=allow_lost), timeout=timeout, interval=0.5, tick=tick)
-    assert ok, "grants not fresh again in time"
+    assert ok, "grants not fresh again in time:\n  " + "\n  ".join(unsettled(cf_sandbox, app, allow_lost=allow_lost))
     return time.monotonic() - started
 
 

@@ -22,14 +22,16 @@ SUPPORT = "Support (read-only)"
 _SEE_ALL = (AGENCY_ADMIN, SUPPORT)
 
 
-def staff_sees_all_clients(request: HttpRequest) -> bool:
+def user_sees_all_clients(user) -> bool:
     """True for superusers, agency admins and support; account managers see only their clients."""
-    user = request.user
-    if user.is_superuser:
-        return True
+    return user.is_superuser or user.groups.filter(name__in=_SEE_ALL).exists()
+
+
+def staff_sees_all_clients(request: HttpRequest) -> bool:
+    """`user_sees_all_clients` for the request's user, asked once per request."""
     cached = getattr(request, "_sees_all_clients", None)
     if cached is None:
-        cached = user.groups.filter(name__in=_SEE_ALL).exists()
+        cached = user_sees_all_clients(request.user)
         request._sees_all_clients = cached
     return cached
 

@@ -174,15 +174,11 @@ def _rate_limit(conn: AgentConnection) -> None:
         raise ToolError(f"Too many calls: this agent may make {limit} tool calls a minute. Wait a minute and retry.")
 
 
-def _sees_all(user) -> bool:
-    return user.is_superuser or user.groups.filter(name__in=(roles.AGENCY_ADMIN, roles.SUPPORT)).exists()
-
-
 def allowed_clients(conn: AgentConnection, user=None):
     """The approved clients the staff member may still see now (their role may have changed)."""
     user = user or conn.user
     qs = Client.objects.filter(agent_connections=conn)
-    if not _sees_all(user):
+    if not roles.user_sees_all_clients(user):
         qs = qs.filter(account_manager=user)
     return qs.order_by("name")
 

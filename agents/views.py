@@ -47,7 +47,7 @@ from .tools import ALL_TOOLS, tool_infos
 
 def _staff_clients(user):
     qs = Client.objects.order_by("name")
-    if user.is_superuser or user.groups.filter(name__in=(roles.AGENCY_ADMIN, roles.SUPPORT)).exists():
+    if roles.user_sees_all_clients(user):
         return qs
     return qs.filter(account_manager=user)
 

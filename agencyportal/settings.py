@@ -370,11 +370,14 @@ GRANT_SWEEP_MAX_BATCHES = env.int("GRANT_SWEEP_MAX_BATCHES", default=40)
 # Short (30 s): a message lost with a killed worker or a broker restart is re-sent within a minute;
 # a duplicate costs one claim that finds the grant taken or fresh.
 GRANT_DISPATCH_RETRY = env.int("GRANT_DISPATCH_RETRY", default=30)
-# Refreshes per task message: a task claims its batch in one statement, runs the token calls
-# concurrently (one thread per grant, sharing the process's TLS context) and writes each result fenced.
-# Every call of a batch starts at once, so a batch lasts about one call however large it is; 1 sends
-# one message per grant. Concurrent token calls per box: worker processes x GRANT_REFRESH_BATCH.
+# Token calls a worker process keeps in flight: a task claims grants of its message as places free
+# up (one statement per refill), runs their calls concurrently (one thread per call, sharing the
+# process's TLS context) and writes each result fenced; 1 sends one message per grant, one call at a
+# time. Concurrent token calls per box: worker processes x GRANT_REFRESH_BATCH.
 GRANT_REFRESH_BATCH = env.int("GRANT_REFRESH_BATCH", default=16)
+# Grants per refresh message (0: 16 times GRANT_REFRESH_BATCH): the window refills from its own
+# message, so a process does not wait for its slowest call before the next grants go out.
+GRANT_REFRESH_PER_MESSAGE = env.int("GRANT_REFRESH_PER_MESSAGE", default=0)
 # Health checks per task message, run at once in a per-process pool of threads (each with its own
 # database connection: worker processes x GRANT_CHECK_BATCH connections at most); 1: one per message.
 GRANT_CHECK_BATCH = env.int("GRANT_CHECK_BATCH", default=8)

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from django.db.models import Exists, OuterRef, QuerySet
 
-from .models import Alert, Grant
+from .models import Alert, Grant, OAuthApp
 
 # Grants the refresh engine keeps alive. `needs_reconsent` grants still get health checks (their
 # tokens may work for what was granted) but their refresh is handled like any live grant's only if
@@ -52,18 +52,29 @@ def grant_for_engine(*, grant_id: int, for_check: bool = False) -> Grant | None:
     return grants.filter(pk=grant_id).first()
 
 
-def grants_for_engine(*, grant_ids: list[int], lease_until: datetime) -> list[Grant]:
-    """The grants of `grant_ids` that hold the claim `lease_until`, each as `grant_for_engine` gives
-    it (app, client, the app's open credentials alert). One query for the whole batch."""
-    config_alert = Alert.objects.filter(
-        app_id=OuterRef("app_id"), grant__isnull=True, kind=Alert.Kind.CLIENT_CONFIG, resolved_at__isnull=True
-    )
-    return list(
-        Grant.objects.select_related("app", "client")
-        .annotate(app_config_alert_open=Exists(config_alert))
-        .filter(pk__in=grant_ids, refresh_lease_until=lease_until)
-        .order_by("pk")
-    )
+def grants_claimed_for_refresh(
+    *, grant_ids: list[int], lease_until: datetime, apps: dict[int, OAuthApp]
+) -> list[Grant]:
+    """The grants of `grant_ids` that hold the claim `lease_until`, with their OAuth apps, for the
+    claims of one refresh task: the grant rows in one query, no join. `apps` (app id → app) is the
+    task's cache: an app not in it is read once, with whether it has an open "credentials refused"
+    alert (`config_alert_open`, copied to each grant as `app_config_alert_open`). The client is
+    not loaded (only alerts and events need it)."""
+    grants = list(Grant.objects.filter(pk__in=grant_ids, refresh_lease_until=lease_until).order_by("pk"))
+    missing = {grant.app_id for grant in grants} - set(apps)
+    if missing:
+        open_alerts = set(
+            Alert.objects.filter(
+                app_id__in=missing, grant__isnull=True, kind=Alert.Kind.CLIENT_CONFIG, resolved_at__isnull=True
+            ).values_list("app_id", flat=True)
+        )
+        for app in OAuthApp.objects.filter(pk__in=missing):
+            app.config_alert_open = app.pk in open_alerts
+            apps[app.pk] = app
+    for grant in grants:
+        grant.app = apps[grant.app_id]
+        grant.app_config_alert_open = grant.app.config_alert_open
+    return grants
 
 
 def alerts_due_for_delivery(*, now: datetime) -> QuerySet[Alert]:

@@ -35,6 +35,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from django.utils import timezone
 
 from .. import cloudflare, crypto, ratelimit
 from ..models import Alert, Grant, GrantEvent
-from ..selectors import REFRESHABLE_STATUSES, grant_for_engine, grants_for_engine
+from ..selectors import REFRESHABLE_STATUSES, grant_for_engine, grants_claimed_for_refresh
 from .dispatch import grants_dispatch_due
 from .events import alert_open, alerts_resolve, event_record
 
@@ -278,40 +279,136 @@ def _on_call_error(grant: Grant, seen_gen: int, old_fp: str, exc: cloudflare.Clo
 def grants_refresh(*, grant_ids: list[int]) -> dict[int, Outcome]:
     """Refresh many due grants in one task; the same rules as `grant_refresh`, grant by grant.
 
-    One UPDATE claims the whole batch (the same compare-and-set, with the same lease), one SELECT
-    reads the claimed rows with their apps; the token calls then run concurrently, one thread per
-    grant from a per-process pool (each thread keeps its HTTP connection; the TLS context is the
-    process's), and this thread writes each answer as it arrives, fenced by generation and refresh
+    A rolling window: at most `GRANT_REFRESH_BATCH` token calls are in flight; as calls finish,
+    the next grants of the message are claimed (the same compare-and-set UPDATE, one statement
+    for all the free places, then one SELECT of the claimed rows with their apps) and sent, so the
+    process never waits for a batch's slowest call with nothing else in flight. The calls run on a
+    per-process pool of threads (each keeps its HTTP connection; the TLS context is the
+    process's); this thread writes each answer as it arrives, fenced by generation and refresh
     token exactly like a single refresh (a failed write: the same retries, then the spool). The
     pool threads never touch the database: one heartbeat thread extends the leases of the grants
     still held, in one UPDATE, and a call is sent only while its lease outlives the whole call.
 
-    A grant whose earlier refresh went unanswered needs evidence first: it is handed to its own
-    `refresh_grant_task`, as are none of the others.
+    A grant is claimed just before its call, so each lease starts with its call. After
+    `_claim_period()` seconds the task claims nothing more: the grants it has not reached are made
+    due at once for the next sweep (a task of rate-limited calls still ends well inside the soft
+    time limit). A grant whose earlier refresh went unanswered needs evidence first: it is handed
+    to its own `refresh_grant_task`, as are none of the others.
     """
     ids = sorted(set(grant_ids))
-    size = max(1, int(settings.GRANT_REFRESH_BATCH))
-    if len(ids) > size:
-        # More than this process sends at once (the dispatcher's setting differs): a batch at a
-        # time, each claimed just before its calls.
-        outcomes: dict[int, Outcome] = {}
-        for start in range(0, len(ids), size):
-            outcomes.update(grants_refresh(grant_ids=ids[start : start + size]))
-        return outcomes
     if not ids:
         return {}
-    pending = _spool_pending_ids(ids)
-    for grant_id in pending:
+    for grant_id in _spool_pending_ids(ids):
         _spool_apply_quietly(grant_id)
+    window = max(1, int(settings.GRANT_REFRESH_BATCH))
+    todo = deque(ids)
+    outcomes: dict[int, Outcome] = {}
+    handed: list[int] = []
+    claiming_until = time.monotonic() + _claim_period()
+    apps: dict = {}  # the OAuth apps of this task's grants, read once
+    # A quarter more claimed than sent: they wait on the pool's queue and go out the moment a call
+    # ends, while this thread claims the next ones and writes the answers. Claims and writes go a
+    # few grants at a time (`group`): one statement and one commit for several.
+    target = window + window // 4
+    group = max(2, window // 4)
+    try:
+        with BatchLease(grants={}, until=timezone.now()) as lease:
+            calls = _Calls(lease, outcomes)
+
+            def refill() -> None:
+                """Claim grants of the message until the window (and its queue) is full again."""
+                nonlocal claiming_until
+                # Claim a group at once while the queue still feeds every thread; at once if a
+                # thread has nothing to send.
+                if target - calls.in_flight < min(group, len(todo)) and calls.in_flight >= window:
+                    return
+                while todo and calls.in_flight < target and time.monotonic() < claiming_until:
+                    chunk = [todo.popleft() for _ in range(min(target - calls.in_flight, len(todo)))]
+                    try:
+                        calls.start(_claim_ready(chunk, lease, outcomes, handed, apps))
+                    except DatabaseError as exc:
+                        # The calls in flight are still written (or spooled); nothing more is claimed.
+                        logger.warning("grant refresh: no more grants claimed (%s)", type(exc).__name__)
+                        _close_broken_connection()
+                        todo.extendleft(reversed(chunk))
+                        claiming_until = 0.0
+
+            try:
+                refill()
+                answers: list[tuple[Grant, _Sent]] = []
+                first_at = 0.0
+                while calls.in_flight or answers:
+                    if calls.in_flight:
+                        linger = None if not answers else max(0.0, first_at + _WRITE_LINGER - time.monotonic())
+                        arrived = calls.collect(timeout=linger)
+                        if arrived and not answers:
+                            first_at = time.monotonic()
+                        answers += arrived
+                        refill()  # the next claims before this thread writes the answers
+                    if answers and (
+                        len(answers) >= group or not calls.in_flight or time.monotonic() >= first_at + _WRITE_LINGER
+                    ):
+                        calls.record(answers)
+                        answers = []
+            except BaseException:
+                calls.abandon()
+                raise
+    finally:
+        if handed:
+            from ..tasks import refresh_grant_task
+            from .dispatch import enqueue_each
+
+            enqueue_each(refresh_grant_task, handed)
+        if todo:
+            _hand_back(list(todo))
+    for grant_id in handed:
+        outcomes[grant_id] = _log(grant_id, Outcome.AWAITING_EVIDENCE)
+    return outcomes
+
+
+# The longest an answer in hand waits for others to share its write (its lease is held meanwhile).
+_WRITE_LINGER = 0.02
+
+
+def _claim_period() -> float:
+    """How long a task keeps claiming the grants of its message: until the sweep would hand them
+    out again (`GRANT_DISPATCH_RETRY`), and never past a quarter of the soft time limit, so the
+    calls claimed last (a rate-limit wait, a whole call, the write retries) still end in time."""
+    soft = float(getattr(settings, "CELERY_TASK_SOFT_TIME_LIMIT", 0) or 100)
+    return max(1.0, min(float(settings.GRANT_DISPATCH_RETRY), soft / 4))
+
+
+def _hand_back(grant_ids: list[int]) -> None:
+    """Grants of the message this task did not reach: due now, for the next sweep. Never raises.
+
+    Only those still as the sweep left them (due by its re-dispatch mark, not held): a grant that
+    someone refreshed meanwhile keeps its own due time."""
+    now = timezone.now()
+    try:
+        Grant.objects.filter(
+            pk__in=grant_ids,
+            status__in=REFRESHABLE_STATUSES,
+            refresh_lease_until__isnull=True,
+            next_refresh_at__lte=now + timedelta(seconds=settings.GRANT_DISPATCH_RETRY),
+        ).update(next_refresh_at=now)
+    except DatabaseError:
+        _close_broken_connection()  # they become due at the sweep's re-dispatch mark anyway
+
+
+def _claim_ready(
+    ids: list[int], lease: BatchLease, outcomes: dict[int, Outcome], handed: list[int], apps: dict
+) -> list[Grant]:
+    """Claim `ids` (one UPDATE), read the claimed rows (one SELECT; their apps from the task's
+    `apps`, read once), and run the checks of a single refresh up to the call. Returns the grants
+    to send now, their leases held by `lease`."""
     now = timezone.now()
     lease_until = now + timedelta(seconds=lease_seconds())
     _claim(Grant.objects.filter(pk__in=ids), now=now, lease_until=lease_until)
     try:
-        grants = grants_for_engine(grant_ids=ids, lease_until=lease_until)
+        grants = grants_claimed_for_refresh(grant_ids=ids, lease_until=lease_until, apps=apps)
     except BaseException:
         Grant.objects.filter(pk__in=ids, refresh_lease_until=lease_until).update(refresh_lease_until=None)
         raise
-    outcomes: dict[int, Outcome] = {}
     others = set(ids) - {grant.pk for grant in grants}
     if others:
         live = set(Grant.objects.filter(pk__in=others, status__in=REFRESHABLE_STATUSES).values_list("pk", flat=True))
@@ -319,34 +416,24 @@ def grants_refresh(*, grant_ids: list[int]) -> dict[int, Outcome]:
             outcomes[grant_id] = _log(grant_id, Outcome.SKIPPED if grant_id in live else Outcome.NOT_LIVE)
     spooled = _spool_pending_ids(ids) if grants else set()
     ready: list[Grant] = []
-    handed: list[int] = []
+    done: set[int] = set()
     try:
         for grant in grants:
             outcome = _before_call(grant, now, spooled)
+            done.add(grant.pk)
             if outcome is None:
                 ready.append(grant)
             elif outcome == Outcome.AWAITING_EVIDENCE:
                 handed.append(grant.pk)
             else:
                 outcomes[grant.pk] = _log(grant.pk, outcome)
-        if ready:
-            with BatchLease(grants={g.pk: g.refresh_generation for g in ready}, until=lease_until) as lease:
-                _calls_run(ready, lease, outcomes)
     except BaseException:
-        # Nothing was sent for the grants not started yet: give them back (their lease would
-        # otherwise expire and mark them "uncertain").
-        started = set(outcomes) | {g.pk for g in ready}
-        _release_quietly([g for g in grants if g.pk not in started and g.pk not in handed])
+        # Nothing was sent for these yet: give them back (their lease would otherwise expire and
+        # mark them "uncertain").
+        _release_quietly([g for g in grants if g.pk not in done or g in ready])
         raise
-    finally:
-        if handed:
-            from ..tasks import refresh_grant_task
-            from .dispatch import enqueue_each
-
-            enqueue_each(refresh_grant_task, handed)
-    for grant_id in handed:
-        outcomes[grant_id] = _log(grant_id, Outcome.AWAITING_EVIDENCE)
-    return outcomes
+    lease.add({g.pk: g.refresh_generation for g in ready}, until=lease_until)
+    return ready
 
 
 def _before_call(grant: Grant, now: datetime, spooled: set[int]) -> Outcome | None:
@@ -409,50 +496,6 @@ def _send(grant: Grant, lease: _HeldLease) -> _Sent:
         return _Sent(sent_at=sent_at, error=exc)
 
 
-def _calls_run(ready: list[Grant], lease: BatchLease, outcomes: dict[int, Outcome]) -> None:
-    """Every call of the batch at once; the answers written as they arrive.
-
-    The new tokens of the answers that arrived together go in one transaction (one commit for
-    several fenced UPDATEs); if it fails, each is written on its own with the retries and the
-    spool of a single refresh.
-    """
-    futures = {_call_pool().submit(_send, grant, lease.held(grant.pk)): grant for grant in ready}
-    waiting = set(futures)
-    unrecorded: dict[int, tuple[Grant, _Sent]] = {}  # answers in hand, not yet recorded
-    budget: dict = {}  # one write-retry window for the whole batch, not one per grant
-    try:
-        while waiting:
-            done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
-            arrived = sorted(((futures[f], f.result()) for f in done), key=lambda pair: pair[0].pk)
-            unrecorded.update({grant.pk: (grant, sent) for grant, sent in arrived})
-            tokens = [(grant, sent) for grant, sent in arrived if sent.token is not None and not sent.held_back]
-            written = _tokens_write_together(tokens) if len(tokens) > 1 else {}
-            for grant, sent in arrived:
-                try:
-                    outcome = written.get(grant.pk) or _settle(grant, sent, lease.held(grant.pk), budget)
-                except DatabaseError:
-                    # Like a single refresh whose failure could not be recorded: the lease runs
-                    # out and the next attempt treats the outcome as unknown.
-                    logger.warning("grant refresh: grant=%s outcome not recorded (database unavailable)", grant.pk)
-                    _close_broken_connection()
-                    continue
-                finally:
-                    unrecorded.pop(grant.pk, None)
-                    lease.drop(grant.pk)
-                outcomes[grant.pk] = _log(grant.pk, outcome)
-    except BaseException:
-        # Stopped with answers in hand: new tokens go to the spool (never dropped); a call that
-        # was not sent gives its claim back; an error's meaning is left to the next attempt.
-        for grant, sent in unrecorded.values():
-            held = lease.held(grant.pk)
-            if sent.token is not None:
-                _spool(grant, grant.refresh_generation, grant.refresh_token_fp, sent.token, sent.sent_at, held)
-            elif sent.held_back:
-                _release_quietly([grant])
-        _calls_abandon(waiting, futures, lease)
-        raise
-
-
 def _tokens_write_together(tokens: list[tuple[Grant, _Sent]]) -> dict[int, Outcome]:
     """The fenced writes of several answers in one transaction; {} when it failed (none written).
 
@@ -467,7 +510,8 @@ def _tokens_write_together(tokens: list[tuple[Grant, _Sent]]) -> dict[int, Outco
     in_one = {grant.pk for grant, _ in routine}
     others = [(grant, sent) for grant, sent in tokens if grant.pk not in in_one]
     try:
-        with transaction.atomic():
+        # Routine answers alone are one statement: no transaction around it.
+        with transaction.atomic() if others else nullcontext():
             outcomes = _routine_successes_write(routine) if routine else {}
             for grant, sent in others:
                 outcomes[grant.pk] = _on_success(
@@ -571,32 +615,101 @@ def _settle(grant: Grant, sent: _Sent, lease: _HeldLease, budget: dict) -> Outco
     return Outcome.UNCERTAIN
 
 
-def _calls_abandon(waiting, futures, lease: BatchLease) -> None:
-    """The task is being stopped (soft time limit, shutdown) with calls not yet recorded.
+class _Calls:
+    """The token calls of a task in flight on the pool, and the answers written as they arrive.
 
-    A call not started is cancelled and its claim given back. A call that may have been sent is
-    marked uncertain, and any tokens it brings back go to the spool: never dropped.
+    The new tokens of the answers that arrived together go in one transaction (one commit for
+    several fenced UPDATEs); if it fails, each is written on its own with the retries and the
+    spool of a single refresh (one write-retry window for the whole task, not one per grant).
     """
-    for future in waiting:
-        grant = futures[future]
-        held = lease.held(grant.pk)
-        if future.cancel():
-            _release_quietly([grant])
-            continue
 
-        def keep(done, grant=grant, held=held) -> None:
-            sent = done.result()
+    def __init__(self, lease: BatchLease, outcomes: dict[int, Outcome]) -> None:
+        self.lease = lease
+        self.outcomes = outcomes
+        self.futures: dict = {}  # future → grant, while its answer is not recorded
+        self.waiting: set = set()
+        self.unrecorded: dict[int, tuple[Grant, _Sent]] = {}  # answers in hand, not yet recorded
+        self.budget: dict = {}
+
+    @property
+    def in_flight(self) -> int:
+        """Calls submitted and not answered: sent, or queued for the next free pool thread."""
+        return len(self.waiting)
+
+    def start(self, grants: list[Grant]) -> None:
+        pool = _call_pool()
+        for grant in grants:
+            future = pool.submit(_send, grant, self.lease.held(grant.pk))
+            self.futures[future] = grant
+            self.waiting.add(future)
+
+    def collect(self, *, timeout: float | None = None) -> list[tuple[Grant, _Sent]]:
+        """Wait for an answer (at most `timeout` seconds); the answers in hand, in grant order, not
+        yet recorded."""
+        done, _ = wait(self.waiting, timeout=timeout, return_when=FIRST_COMPLETED)
+        arrived = sorted(((self.futures[f], f.result()) for f in done), key=lambda pair: pair[0].pk)
+        # In hand from here on: a stop now spools them (`abandon`) instead of waiting for them.
+        self.unrecorded.update({grant.pk: (grant, sent) for grant, sent in arrived})
+        self.waiting -= done
+        for future in done:
+            del self.futures[future]
+        return arrived
+
+    def record(self, arrived: list[tuple[Grant, _Sent]]) -> None:
+        """Write what the answers mean, as a single refresh does (new tokens fenced, else the spool)."""
+        tokens = [(grant, sent) for grant, sent in arrived if sent.token is not None and not sent.held_back]
+        written = _tokens_write_together(tokens) if tokens else {}
+        for grant, sent in arrived:
+            try:
+                outcome = written.get(grant.pk) or _settle(grant, sent, self.lease.held(grant.pk), self.budget)
+            except DatabaseError:
+                # Like a single refresh whose failure could not be recorded: the lease runs out and
+                # the next attempt treats the outcome as unknown.
+                logger.warning("grant refresh: grant=%s outcome not recorded (database unavailable)", grant.pk)
+                _close_broken_connection()
+                continue
+            finally:
+                self.unrecorded.pop(grant.pk, None)
+                self.lease.drop(grant.pk)
+            self.outcomes[grant.pk] = _log(grant.pk, outcome)
+            if outcome == Outcome.REFRESHED and grant.app_config_alert_open:
+                grant.app.config_alert_open = False  # closed by this success: not again for the next
+
+    def abandon(self) -> None:
+        """The task is being stopped (soft time limit, shutdown) with calls not yet recorded.
+
+        New tokens in hand go to the spool (never dropped); a call that was not sent gives its
+        claim back; an error's meaning is left to the next attempt. A call not started is
+        cancelled and its claim given back. A call that may have been sent is marked uncertain,
+        and any tokens it brings back go to the spool.
+        """
+        lease = self.lease
+        for grant, sent in self.unrecorded.values():
+            held = lease.held(grant.pk)
             if sent.token is not None:
                 _spool(grant, grant.refresh_generation, grant.refresh_token_fp, sent.token, sent.sent_at, held)
+            elif sent.held_back:
+                _release_quietly([grant])
+        for future in self.waiting:
+            grant = self.futures[future]
+            held = lease.held(grant.pk)
+            if future.cancel():
+                _release_quietly([grant])
+                continue
 
-        if future.done() and future.result().held_back:
-            _release_quietly([grant])
-            continue
-        future.add_done_callback(keep)
-        try:
-            _mark_uncertain(grant, grant.refresh_generation, "Refresh interrupted; outcome unknown.")
-        except DatabaseError:
-            _close_broken_connection()
+            def keep(done, grant=grant, held=held) -> None:
+                sent = done.result()
+                if sent.token is not None:
+                    _spool(grant, grant.refresh_generation, grant.refresh_token_fp, sent.token, sent.sent_at, held)
+
+            if future.done() and future.result().held_back:
+                _release_quietly([grant])
+                continue
+            future.add_done_callback(keep)
+            try:
+                _mark_uncertain(grant, grant.refresh_generation, "Refresh interrupted; outcome unknown.")
+            except DatabaseError:
+                _close_broken_connection()
 
 
 def _release_quietly(grants: list[Grant]) -> None:
@@ -615,17 +728,20 @@ _pool_size = 0
 
 def _call_pool() -> ThreadPoolExecutor:
     """This process's token-call threads: created on first use (after the fork), kept across tasks
-    so each keeps its HTTP session; as many as a batch has grants, so a batch's calls all start."""
+    so each keeps its HTTP session; exactly `GRANT_REFRESH_BATCH` of them, so no more calls than
+    that are ever in flight (the grants claimed beyond it wait on the queue)."""
     global _pool, _pool_size
     size = max(1, int(settings.GRANT_REFRESH_BATCH))
     with _pool_lock:
-        if _pool is None or _pool_size < size:
+        if _pool is None or _pool_size != size:
+            if _pool is not None:
+                _pool.shutdown(wait=False)  # the setting changed (tests): its threads end when idle
             _pool, _pool_size = ThreadPoolExecutor(max_workers=size, thread_name_prefix="token-call"), size
         return _pool
 
 
 class BatchLease:
-    """The leases of a batch's grants, extended together by one heartbeat thread.
+    """The leases of a task's grants in flight, extended together by one heartbeat thread.
 
     Like `LeaseHeartbeat`: every third of the lease, one UPDATE pushes the lease of every grant
     still held (fenced by its generation) one lease length ahead. A pool thread whose lease is too
@@ -656,6 +772,12 @@ class BatchLease:
 
     def held(self, grant_id: int) -> _HeldLease:
         return _HeldLease(self, grant_id)
+
+    def add(self, grants: dict[int, int], *, until: datetime) -> None:
+        """Hold the leases of grants just claimed (grant id → generation), ending at `until`."""
+        with self._lock:
+            self.untils.update(dict.fromkeys(grants, until))
+            self.generations.update(grants)
 
     def drop(self, grant_id: int) -> None:
         """Stop extending this grant's lease (waits for an extension under way to finish)."""
@@ -1343,11 +1465,21 @@ def refresh_followup_in(*, now: datetime | None = None) -> float | None:
     return max(float(settings.GRANT_SWEEP_FOLLOWUP_MIN), (earliest - now).total_seconds())
 
 
+def refresh_per_message() -> int:
+    """Grants per `refresh_grants_task` message: `GRANT_REFRESH_PER_MESSAGE`, or by default 16
+    times `GRANT_REFRESH_BATCH` (the calls a process keeps in flight). A task's window refills from
+    its own message; only its last calls end with nothing queued behind them, so the longer the
+    message the less of its time that tail is (about half a call in sixteen here)."""
+    configured = int(getattr(settings, "GRANT_REFRESH_PER_MESSAGE", 0) or 0)
+    return max(1, configured or 16 * int(settings.GRANT_REFRESH_BATCH))
+
+
 def grants_dispatch_due_refreshes(
     *, now: datetime | None = None, batch_size: int | None = None, max_batches: int | None = None
 ) -> int:
-    """Run by beat every minute: enqueue the grants whose refresh is due, `GRANT_REFRESH_BATCH` per
-    message (one `refresh_grants_task` each; one `refresh_grant_task` per grant when it is 1).
+    """Run by beat every minute: enqueue the grants whose refresh is due, `refresh_per_message()`
+    per `refresh_grants_task` message (one `refresh_grant_task` per grant when `GRANT_REFRESH_BATCH`
+    is 1).
 
     Tokens spooled during a database outage are written first (fenced), so no due grant is sent
     with a rotated refresh token.
@@ -1363,12 +1495,12 @@ def grants_dispatch_due_refreshes(
 
     from ..tasks import refresh_grants_task
 
-    per_message = max(1, int(settings.GRANT_REFRESH_BATCH))
+    batched = int(settings.GRANT_REFRESH_BATCH) > 1
     return grants_dispatch_due(
         due=lambda now: grants_due_for_refresh(now=now),
         due_field="next_refresh_at",
-        task=refresh_grants_task if per_message > 1 else refresh_grant_task,
-        per_message=per_message,
+        task=refresh_grants_task if batched else refresh_grant_task,
+        per_message=refresh_per_message() if batched else 1,
         label="refresh",
         now=now,
         batch_size=batch_size,

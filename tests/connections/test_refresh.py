@@ -576,6 +576,7 @@ def test_it_enqueues_due_grants_in_batches_each_grant_once(
     oauth_app, acme, settings, django_capture_on_commit_callbacks
 ):
     settings.GRANT_REFRESH_BATCH = 2
+    settings.GRANT_REFRESH_PER_MESSAGE = 2
     now = timezone.now()
     due = [
         factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now - timedelta(seconds=5)) for _ in range(5)
@@ -590,6 +591,26 @@ def test_it_enqueues_due_grants_in_batches_each_grant_once(
 
     batches = [c.args[0] for c in delay.call_args_list]
     assert all(1 <= len(batch) <= 2 for batch in batches)
+    assert sorted(pk for batch in batches for pk in batch) == sorted(g.pk for g in due)
+
+
+def test_a_refresh_message_carries_sixteen_windows_of_grants_by_default(
+    oauth_app, acme, settings, django_capture_on_commit_callbacks
+):
+    settings.GRANT_REFRESH_BATCH = 2
+    settings.GRANT_REFRESH_PER_MESSAGE = 0
+    now = timezone.now()
+    due = [
+        factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now - timedelta(seconds=5))
+        for _ in range(40)
+    ]
+
+    with patch("connections.tasks.refresh_grants_task.delay") as delay:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert grants_dispatch_due_refreshes(now=now) == 40
+
+    batches = [c.args[0] for c in delay.call_args_list]
+    assert [len(batch) for batch in batches] == [32, 8]
     assert sorted(pk for batch in batches for pk in batch) == sorted(g.pk for g in due)
 
 

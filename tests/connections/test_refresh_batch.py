@@ -69,7 +69,9 @@ def test_a_batch_refreshes_every_grant_with_exactly_one_token_call_each(cf_sandb
         assert grant.refresh_history[0]["outcome"] == "refreshed"
 
 
-def test_a_batch_costs_two_statements_plus_at_most_one_write_per_grant(cf_sandbox, app, acme, settings):
+def test_a_batch_costs_one_claim_one_read_its_app_once_and_at_most_one_write_per_grant(
+    cf_sandbox, app, acme, settings
+):
     settings.FLEET_COUNT_FLUSH_SECONDS = 3600  # the dashboard's counters: written later, per process
     grants = _due_grants(cf_sandbox, app, acme, 6)
     Grant.objects.filter(pk__in=[g.pk for g in grants]).update(refresh_history=[{"at": "earlier", "outcome": "x"}])
@@ -79,10 +81,13 @@ def test_a_batch_costs_two_statements_plus_at_most_one_write_per_grant(cf_sandbo
 
     statements = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
     writes = [sql for sql in statements if sql.startswith("UPDATE") and "refresh_history" in sql]
-    # The claim, the read with the apps, the fenced writes (answers that arrive together share one
-    # statement on PostgreSQL): nothing else.
+    # The claim, the read, the app and its open-alert flag (once for the task), the fenced writes
+    # (answers that arrive together share one statement on PostgreSQL): nothing else.
     assert 1 <= len(writes) <= 6
-    assert len(statements) == 2 + len(writes), statements
+    assert len(statements) == 4 + len(writes), statements
+    assert statements[0].startswith('UPDATE "connections_grant" SET "refresh_lease_until"')
+    assert sum('FROM "connections_oauthapp"' in sql for sql in statements) == 1
+    assert sum('FROM "connections_alert"' in sql for sql in statements) == 1
     for grant in grants:
         grant.refresh_from_db()
         assert matches_ground_truth(grant, cf_sandbox.grant(grant.sandbox_grant_id))
@@ -249,3 +254,87 @@ def test_a_batch_stopped_while_writing_spools_every_answer_it_holds(oauth_app, a
     spooled = {record.grant_id: record.refresh_token for record in token_spool._pending().values()}
     assert set(spooled) == {g.pk for g in grants}
     assert len(set(spooled.values())) == 3
+
+
+def _tracking_calls(slow_refresh_tokens: set[str] = frozenset(), slow_seconds: float = 0.0):
+    """Wrap the real token call (to the sandbox) to record how many are in flight at once."""
+    import threading
+    import time
+
+    real = cloudflare.refresh
+    state = {"in_flight": 0, "peak": 0, "finished": {}}
+    lock = threading.Lock()
+
+    def call(**kwargs):
+        with lock:
+            state["in_flight"] += 1
+            state["peak"] = max(state["peak"], state["in_flight"])
+        try:
+            if kwargs["refresh_token"] in slow_refresh_tokens:
+                time.sleep(slow_seconds)
+            return real(**kwargs)
+        finally:
+            with lock:
+                state["in_flight"] -= 1
+                state["finished"][kwargs["refresh_token"]] = time.monotonic()
+
+    return call, state
+
+
+def test_a_task_keeps_at_most_its_window_in_flight_and_refreshes_its_whole_message(cf_sandbox, app, acme, settings):
+    settings.GRANT_REFRESH_BATCH = 3
+    grants = _due_grants(cf_sandbox, app, acme, 10)
+    call, state = _tracking_calls()
+    cf_sandbox.reset_counters()
+
+    with patch("connections.cloudflare.refresh", side_effect=call):
+        outcomes = grants_refresh(grant_ids=[g.pk for g in grants])
+
+    assert outcomes == {g.pk: Outcome.REFRESHED for g in grants}
+    assert cf_sandbox.calls().get("POST /oauth2/token", 0) == 10
+    assert 1 <= state["peak"] <= 3
+    for grant in grants:
+        grant.refresh_from_db()
+        truth = cf_sandbox.grant(grant.sandbox_grant_id)
+        assert matches_ground_truth(grant, truth)
+        assert truth["refresh_count"] == 1 and truth["reuse_count"] == 0
+        assert grant.refresh_lease_until is None
+
+
+def test_a_slow_call_does_not_hold_back_the_rest_of_the_message(cf_sandbox, app, acme, settings):
+    settings.GRANT_REFRESH_BATCH = 2
+    grants = _due_grants(cf_sandbox, app, acme, 6)
+    slow = grants[0]
+    call, state = _tracking_calls({slow.refresh_token}, slow_seconds=1.5)
+
+    with patch("connections.cloudflare.refresh", side_effect=call):
+        outcomes = grants_refresh(grant_ids=[g.pk for g in grants])
+
+    assert outcomes == {g.pk: Outcome.REFRESHED for g in grants}
+    # The other five went out through the second place while the first call was still running.
+    slow_done = state["finished"][slow.refresh_token]
+    others_done = [at for token, at in state["finished"].items() if token != slow.refresh_token]
+    assert len(others_done) == 5 and max(others_done) < slow_done
+    assert state["peak"] == 2
+
+
+def test_a_task_past_its_claim_period_hands_the_rest_of_its_message_to_the_next_sweep(
+    cf_sandbox, app, acme, settings
+):
+    grants = _due_grants(cf_sandbox, app, acme, 4)
+    # As the sweep leaves them: due again at its re-dispatch mark.
+    Grant.objects.filter(pk__in=[g.pk for g in grants]).update(
+        next_refresh_at=timezone.now() + timedelta(seconds=settings.GRANT_DISPATCH_RETRY)
+    )
+    cf_sandbox.reset_counters()
+
+    with patch("connections.services.refresh._claim_period", return_value=0.0):
+        outcomes = grants_refresh(grant_ids=[g.pk for g in grants])
+
+    assert outcomes == {}
+    assert cf_sandbox.calls().get("POST /oauth2/token", 0) == 0
+    after = timezone.now()
+    for grant in grants:
+        grant.refresh_from_db()
+        assert grant.next_refresh_at <= after and grant.refresh_lease_until is None
+        assert grant.refresh_generation == 0 and grant.refresh_uncertain_since is None

@@ -378,6 +378,10 @@ GRANT_REFRESH_BATCH = env.int("GRANT_REFRESH_BATCH", default=16)
 # Grants per refresh message (0: 16 times GRANT_REFRESH_BATCH): the window refills from its own
 # message, so a process does not wait for its slowest call before the next grants go out.
 GRANT_REFRESH_PER_MESSAGE = env.int("GRANT_REFRESH_PER_MESSAGE", default=0)
+# A sweep that finds fewer grants than fill its messages shares them over up to this many messages
+# (of at least GRANT_REFRESH_BATCH grants each), so that several worker processes take part: set it
+# to the worker processes of all boxes.
+GRANT_REFRESH_SPREAD = env.int("GRANT_REFRESH_SPREAD", default=4)
 # Health checks per task message, run at once in a per-process pool of threads (each with its own
 # database connection: worker processes x GRANT_CHECK_BATCH connections at most); 1: one per message.
 GRANT_CHECK_BATCH = env.int("GRANT_CHECK_BATCH", default=8)

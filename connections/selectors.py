@@ -32,12 +32,7 @@ def grants_due_for_check(*, now: datetime) -> QuerySet[Grant]:
     return Grant.objects.filter(status__in=CHECKABLE_STATUSES, next_check_at__lte=now).order_by("next_check_at")
 
 
-def grant_for_engine(*, grant_id: int, for_check: bool = False) -> Grant | None:
-    """One grant with what the refresh and check services touch (app credentials, client name), and
-    whether its app has an open "credentials refused" alert (a success closes it). One query.
-
-    `for_check`: also whether the grant has an open alert that a passing health check closes
-    (`check_alert_open`), so a routine check writes one row and nothing else."""
+def _engine_grants(*, for_check: bool = False) -> QuerySet[Grant]:
     config_alert = Alert.objects.filter(
         app_id=OuterRef("app_id"), grant__isnull=True, kind=Alert.Kind.CLIENT_CONFIG, resolved_at__isnull=True
     )
@@ -49,18 +44,61 @@ def grant_for_engine(*, grant_id: int, for_check: bool = False) -> Grant | None:
             resolved_at__isnull=True,
         )
         grants = grants.annotate(check_alert_open=Exists(check_alert))
-    return grants.filter(pk=grant_id).first()
+    return grants
+
+
+def grant_for_engine(*, grant_id: int, for_check: bool = False) -> Grant | None:
+    """One grant with what the refresh and check services touch (app credentials, client name), and
+    whether its app has an open "credentials refused" alert (a success closes it). One query.
+
+    `for_check`: also whether the grant has an open alert that a passing health check closes
+    (`check_alert_open`), so a routine check writes one row and nothing else."""
+    return _engine_grants(for_check=for_check).filter(pk=grant_id).first()
+
+
+def grants_for_check(*, grant_ids: list[int]) -> dict[int, Grant]:
+    """The grants of `grant_ids` as `grant_for_engine(for_check=True)` gives each, by id: one query
+    for a whole batch of checks."""
+    return {grant.pk: grant for grant in _engine_grants(for_check=True).filter(pk__in=grant_ids)}
 
 
 def grants_claimed_for_refresh(
-    *, grant_ids: list[int], lease_until: datetime, apps: dict[int, OAuthApp]
+    *, grant_ids: list[int], now: datetime, lease_until: datetime, apps: dict[int, OAuthApp]
 ) -> list[Grant]:
-    """The grants of `grant_ids` that hold the claim `lease_until`, with their OAuth apps, for the
-    claims of one refresh task: the grant rows in one query, no join. `apps` (app id → app) is the
-    task's cache: an app not in it is read once, with whether it has an open "credentials refused"
-    alert (`config_alert_open`, copied to each grant as `app_config_alert_open`). The client is
-    not loaded (only alerts and events need it)."""
-    grants = list(Grant.objects.filter(pk__in=grant_ids, refresh_lease_until=lease_until).order_by("pk"))
+    """Claim the refreshable, unleased grants of `grant_ids` and read them, in one statement.
+
+    The compare-and-set claim of `services.refresh` (status live, no lease or an expired one; an
+    expired lease marks the grant uncertain, as its holder died) as `UPDATE … RETURNING`: the
+    claim and the rows it took arrive together, so no claim is taken whose rows were not read.
+    Their OAuth apps come from `apps` (app id → app), the task's cache: an app not in it is read
+    once, with whether it has an open "credentials refused" alert (`config_alert_open`, copied to
+    each grant as `app_config_alert_open`). The client is not loaded (only alerts and events need
+    it). In grant id order.
+    """
+    from django.db import connection
+
+    if not grant_ids:
+        return []
+    ops = connection.ops
+    table = ops.quote_name(Grant._meta.db_table)
+    columns = ", ".join(ops.quote_name(field.column) for field in Grant._meta.concrete_fields)
+    lease, uncertain, status = (
+        ops.quote_name(Grant._meta.get_field(name).column)
+        for name in ("refresh_lease_until", "refresh_uncertain_since", "status")
+    )
+    due = ops.quote_name(Grant._meta.get_field("next_refresh_at").column)
+    until, at = ops.adapt_datetimefield_value(lease_until), ops.adapt_datetimefield_value(now)
+    ids = ", ".join(["%s"] * len(grant_ids))
+    statuses = ", ".join(["%s"] * len(REFRESHABLE_STATUSES))
+    # Only the model's own table and column names and placeholders go into the text.
+    sql = (
+        f"UPDATE {table} SET {lease} = %s, {due} = %s, "  # noqa: S608
+        f"{uncertain} = CASE WHEN {lease} IS NOT NULL THEN COALESCE({uncertain}, %s) ELSE {uncertain} END "
+        f"WHERE {ops.quote_name(Grant._meta.pk.column)} IN ({ids}) AND {status} IN ({statuses}) AND ({lease} IS NULL OR {lease} < %s) "
+        f"RETURNING {columns}"
+    )
+    params = [until, until, at, *grant_ids, *REFRESHABLE_STATUSES, at]
+    grants = sorted(Grant.objects.raw(sql, params), key=lambda grant: grant.pk)
     missing = {grant.app_id for grant in grants} - set(apps)
     if missing:
         open_alerts = set(

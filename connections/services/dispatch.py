@@ -26,9 +26,14 @@ def grants_dispatch_due(
     batch_size: int | None = None,
     max_batches: int | None = None,
     per_message: int = 1,
+    spread: tuple[int, int] = (1, 1),
 ) -> int:
     """Claim due grants in batches and enqueue them after commit: one `task` per grant, or, when
     `per_message` > 1, one `task` per list of up to that many grant ids.
+
+    `spread` (messages, least per message): when a sweep finds few grants, they still go out in
+    up to that many messages (of at least that many grants each) so that several worker processes
+    share them, rather than one long message for one process.
 
     The database is the source of truth: the claim moves each grant's `due_field` forward by
     `GRANT_DISPATCH_RETRY`, so a second dispatcher running at the same time does not see it (and on
@@ -42,14 +47,18 @@ def grants_dispatch_due(
     max_batches = max_batches or settings.GRANT_SWEEP_MAX_BATCHES
     redispatch = now + timedelta(seconds=settings.GRANT_DISPATCH_RETRY)
     total = 0
-    for _ in range(max_batches):
+    for round_ in range(max_batches):
         with transaction.atomic():
             ids = list(due(now).select_for_update(skip_locked=True).values_list("pk", flat=True)[:batch_size])
             if not ids:
                 break
             Grant.objects.filter(pk__in=ids, **{f"{due_field}__lte": now}).update(**{due_field: redispatch})
             if per_message > 1:
-                chunks = [ids[i : i + per_message] for i in range(0, len(ids), per_message)]
+                size = per_message
+                if round_ == 0 and len(ids) < batch_size:  # all that is due: share it out
+                    messages, least = spread
+                    size = min(per_message, max(least, -(-len(ids) // max(1, messages))))
+                chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
                 transaction.on_commit(lambda chunks=chunks: enqueue_each(task, chunks))
             else:
                 transaction.on_commit(lambda ids=ids: enqueue_each(task, ids))

@@ -38,7 +38,7 @@ from clients.models import CloudflareAccount, Zone
 
 from .. import cloudflare, ratelimit
 from ..models import LIVE_STATUSES, Alert, Grant, GrantEvent
-from ..selectors import CHECKABLE_STATUSES, grant_for_engine, grants_due_for_check
+from ..selectors import CHECKABLE_STATUSES, grant_for_engine, grants_due_for_check, grants_for_check
 from .dispatch import grants_dispatch_due
 from .events import alert_open, alerts_resolve, event_record
 from .refresh import Outcome as RefreshOutcome
@@ -75,8 +75,11 @@ def _next_check(now: datetime) -> datetime:
     return now + timedelta(seconds=interval * random.uniform(0.9, 1.1))
 
 
-def grant_check(*, grant_id: int, force: bool = False) -> CheckOutcome:
-    grant = grant_for_engine(grant_id=grant_id, for_check=True)
+def grant_check(*, grant_id: int, force: bool = False, grant: Grant | None = None) -> CheckOutcome:
+    """Check one grant (steps in the module docstring). `grant`: the row as `grant_for_engine(...,
+    for_check=True)` gives it, already read with the rest of a batch."""
+    if grant is None:
+        grant = grant_for_engine(grant_id=grant_id, for_check=True)
     if grant is None or grant.status not in CHECKABLE_STATUSES:
         return _log(grant_id, CheckOutcome.NOT_LIVE)
     now = timezone.now()
@@ -117,8 +120,14 @@ def grants_check(*, grant_ids: list[int]) -> dict[int, CheckOutcome]:
     if len(ids) <= 1 or connection.vendor == "sqlite":
         # SQLite takes one writer at a time: there the checks run one after another.
         return {grant_id: grant_check(grant_id=grant_id) for grant_id in ids}
-    futures = {_check_pool().submit(_check_in_thread, grant_id): grant_id for grant_id in ids}
+    grants = grants_for_check(grant_ids=ids)  # one read for the batch, each check gets its row
     outcomes: dict[int, CheckOutcome] = {}
+    for grant_id in ids:
+        if grant_id not in grants:
+            outcomes[grant_id] = _log(grant_id, CheckOutcome.NOT_LIVE)
+    futures = {
+        _check_pool().submit(_check_in_thread, grants[grant_id]): grant_id for grant_id in ids if grant_id in grants
+    }
     for future in as_completed(futures):
         try:
             outcomes[futures[future]] = future.result()
@@ -127,13 +136,13 @@ def grants_check(*, grant_ids: list[int]) -> dict[int, CheckOutcome]:
     return outcomes
 
 
-def _check_in_thread(grant_id: int) -> CheckOutcome:
+def _check_in_thread(grant: Grant) -> CheckOutcome:
     from django.db import close_old_connections
 
     # What the worker does around every task: drop a broken or too old connection, keep a healthy one.
     close_old_connections()
     try:
-        return grant_check(grant_id=grant_id)
+        return grant_check(grant_id=grant.pk, grant=grant)
     finally:
         close_old_connections()
 

@@ -311,8 +311,9 @@ def grants_refresh(*, grant_ids: list[int]) -> dict[int, Outcome]:
     # few grants at a time (`group`): one statement and one commit for several.
     target = window + window // 4
     group = max(2, window // 4)
+    lease = BatchLease(grants={}, until=timezone.now())
     try:
-        with BatchLease(grants={}, until=timezone.now()) as lease:
+        with lease:
             calls = _Calls(lease, outcomes)
 
             def refill() -> None:
@@ -354,6 +355,8 @@ def grants_refresh(*, grant_ids: list[int]) -> dict[int, Outcome]:
                 calls.abandon()
                 raise
     finally:
+        for unheard_ids, until in lease.unheard:
+            _release_lease(unheard_ids, until)
         if handed:
             from ..tasks import refresh_grant_task
             from .dispatch import enqueue_each
@@ -395,6 +398,15 @@ def _hand_back(grant_ids: list[int]) -> None:
         _close_broken_connection()  # they become due at the sweep's re-dispatch mark anyway
 
 
+def _release_lease(grant_ids: list[int], lease_until: datetime) -> None:
+    """Give back leases this task may hold without knowing it (a claim whose answer was lost), by
+    their exact value: nobody else's lease matches it. Never raises."""
+    try:
+        Grant.objects.filter(pk__in=grant_ids, refresh_lease_until=lease_until).update(refresh_lease_until=None)
+    except DatabaseError:
+        _close_broken_connection()  # they run out on their own; the next claim treats them as unknown
+
+
 def _claim_ready(
     ids: list[int], lease: BatchLease, outcomes: dict[int, Outcome], handed: list[int], apps: dict
 ) -> list[Grant]:
@@ -403,11 +415,12 @@ def _claim_ready(
     to send now, their leases held by `lease`."""
     now = timezone.now()
     lease_until = now + timedelta(seconds=lease_seconds())
-    _claim(Grant.objects.filter(pk__in=ids), now=now, lease_until=lease_until)
     try:
-        grants = grants_claimed_for_refresh(grant_ids=ids, lease_until=lease_until, apps=apps)
+        grants = grants_claimed_for_refresh(grant_ids=ids, now=now, lease_until=lease_until, apps=apps)
     except BaseException:
-        Grant.objects.filter(pk__in=ids, refresh_lease_until=lease_until).update(refresh_lease_until=None)
+        # The claim may have committed without this process hearing it: those leases are released
+        # at the end of the task if the database is back by then (`_release_lease`).
+        lease.unheard.append((ids, lease_until))
         raise
     others = set(ids) - {grant.pk for grant in grants}
     if others:
@@ -758,6 +771,7 @@ class BatchLease:
         self._kick = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.unheard: list[tuple[list[int], datetime]] = []  # claims whose answer never arrived
 
     def __enter__(self) -> BatchLease:
         self._thread = threading.Thread(target=self._run, name="batch-lease", daemon=True)
@@ -1501,6 +1515,7 @@ def grants_dispatch_due_refreshes(
         due_field="next_refresh_at",
         task=refresh_grants_task if batched else refresh_grant_task,
         per_message=refresh_per_message() if batched else 1,
+        spread=(int(settings.GRANT_REFRESH_SPREAD), int(settings.GRANT_REFRESH_BATCH)),
         label="refresh",
         now=now,
         batch_size=batch_size,

@@ -607,10 +607,32 @@ def test_a_refresh_message_carries_sixteen_windows_of_grants_by_default(
 
     with patch("connections.tasks.refresh_grants_task.delay") as delay:
         with django_capture_on_commit_callbacks(execute=True):
-            assert grants_dispatch_due_refreshes(now=now) == 40
+            assert grants_dispatch_due_refreshes(now=now, batch_size=40) == 40
 
     batches = [c.args[0] for c in delay.call_args_list]
     assert [len(batch) for batch in batches] == [32, 8]
+    assert sorted(pk for batch in batches for pk in batch) == sorted(g.pk for g in due)
+
+
+def test_a_sweep_that_finds_few_grants_shares_them_over_several_messages(
+    oauth_app, acme, settings, django_capture_on_commit_callbacks
+):
+    settings.GRANT_REFRESH_BATCH = 2
+    settings.GRANT_REFRESH_PER_MESSAGE = 0
+    settings.GRANT_REFRESH_SPREAD = 4
+    now = timezone.now()
+    due = [
+        factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now - timedelta(seconds=5))
+        for _ in range(10)
+    ]
+
+    with patch("connections.tasks.refresh_grants_task.delay") as delay:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert grants_dispatch_due_refreshes(now=now) == 10
+
+    batches = [c.args[0] for c in delay.call_args_list]
+    # Four processes can share ten grants: messages of three (never fewer than a window of two).
+    assert [len(batch) for batch in batches] == [3, 3, 3, 1]
     assert sorted(pk for batch in batches for pk in batch) == sorted(g.pk for g in due)
 
 

@@ -69,9 +69,7 @@ def test_a_batch_refreshes_every_grant_with_exactly_one_token_call_each(cf_sandb
         assert grant.refresh_history[0]["outcome"] == "refreshed"
 
 
-def test_a_batch_costs_one_claim_one_read_its_app_once_and_at_most_one_write_per_grant(
-    cf_sandbox, app, acme, settings
-):
+def test_a_batch_costs_one_claim_that_reads_its_rows_its_app_once_and_at_most_one_write_per_grant(cf_sandbox, app, acme, settings):
     settings.FLEET_COUNT_FLUSH_SECONDS = 3600  # the dashboard's counters: written later, per process
     grants = _due_grants(cf_sandbox, app, acme, 6)
     Grant.objects.filter(pk__in=[g.pk for g in grants]).update(refresh_history=[{"at": "earlier", "outcome": "x"}])
@@ -80,12 +78,13 @@ def test_a_batch_costs_one_claim_one_read_its_app_once_and_at_most_one_write_per
         assert set(grants_refresh(grant_ids=[g.pk for g in grants]).values()) == {Outcome.REFRESHED}
 
     statements = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
-    writes = [sql for sql in statements if sql.startswith("UPDATE") and "refresh_history" in sql]
-    # The claim, the read, the app and its open-alert flag (once for the task), the fenced writes
-    # (answers that arrive together share one statement on PostgreSQL): nothing else.
+    writes = [sql for sql in statements[1:] if sql.startswith("UPDATE") and "refresh_history" in sql]
+    # The claim that returns the rows it took, the app and its open-alert flag (once for the task),
+    # the fenced writes (answers that arrive together share one statement on PostgreSQL): nothing else.
     assert 1 <= len(writes) <= 6
-    assert len(statements) == 4 + len(writes), statements
+    assert len(statements) == 3 + len(writes), statements
     assert statements[0].startswith('UPDATE "connections_grant" SET "refresh_lease_until"')
+    assert "RETURNING" in statements[0]
     assert sum('FROM "connections_oauthapp"' in sql for sql in statements) == 1
     assert sum('FROM "connections_alert"' in sql for sql in statements) == 1
     for grant in grants:
@@ -318,9 +317,7 @@ def test_a_slow_call_does_not_hold_back_the_rest_of_the_message(cf_sandbox, app,
     assert state["peak"] == 2
 
 
-def test_a_task_past_its_claim_period_hands_the_rest_of_its_message_to_the_next_sweep(
-    cf_sandbox, app, acme, settings
-):
+def test_a_task_past_its_claim_period_hands_the_rest_of_its_message_to_the_next_sweep(cf_sandbox, app, acme, settings):
     grants = _due_grants(cf_sandbox, app, acme, 4)
     # As the sweep leaves them: due again at its re-dispatch mark.
     Grant.objects.filter(pk__in=[g.pk for g in grants]).update(
@@ -338,3 +335,33 @@ def test_a_task_past_its_claim_period_hands_the_rest_of_its_message_to_the_next_
         grant.refresh_from_db()
         assert grant.next_refresh_at <= after and grant.refresh_lease_until is None
         assert grant.refresh_generation == 0 and grant.refresh_uncertain_since is None
+
+
+def test_a_claim_whose_answer_is_lost_is_given_back_and_the_calls_in_flight_still_land(
+    cf_sandbox, app, acme, settings
+):
+    from connections import selectors
+
+    settings.GRANT_REFRESH_BATCH = 2
+    grants = _due_grants(cf_sandbox, app, acme, 4)
+    real = selectors.grants_claimed_for_refresh
+    claims = []
+
+    def claim(**kwargs):
+        rows = real(**kwargs)  # committed
+        claims.append([g.pk for g in rows])
+        if len(claims) == 2:
+            raise OperationalError("server closed the connection unexpectedly")
+        return rows
+
+    cf_sandbox.reset_counters()
+    with patch("connections.services.refresh.grants_claimed_for_refresh", side_effect=claim):
+        outcomes = grants_refresh(grant_ids=[g.pk for g in grants])
+
+    first, unheard = claims
+    assert outcomes == dict.fromkeys(first, Outcome.REFRESHED)
+    assert cf_sandbox.calls().get("POST /oauth2/token", 0) == len(first)
+    for grant in Grant.objects.filter(pk__in=unheard):
+        # Taken without this task hearing it, then given back: not mistaken for a dead holder's.
+        assert grant.refresh_lease_until is None and grant.refresh_uncertain_since is None
+        assert grant.refresh_generation == 0 and grant.next_refresh_at <= timezone.now()

@@ -400,9 +400,12 @@ def _hand_back(grant_ids: list[int]) -> None:
 
 def _release_lease(grant_ids: list[int], lease_until: datetime) -> None:
     """Give back leases this task may hold without knowing it (a claim whose answer was lost), by
-    their exact value: nobody else's lease matches it. Never raises."""
+    their exact value: nobody else's lease matches it. Nothing was sent for them: due now. Never
+    raises."""
     try:
-        Grant.objects.filter(pk__in=grant_ids, refresh_lease_until=lease_until).update(refresh_lease_until=None)
+        Grant.objects.filter(pk__in=grant_ids, refresh_lease_until=lease_until).update(
+            refresh_lease_until=None, next_refresh_at=timezone.now()
+        )
     except DatabaseError:
         _close_broken_connection()  # they run out on their own; the next claim treats them as unknown
 

@@ -21,10 +21,12 @@ not failed.
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -75,9 +77,11 @@ def _next_check(now: datetime) -> datetime:
     return now + timedelta(seconds=interval * random.uniform(0.9, 1.1))
 
 
-def grant_check(*, grant_id: int, force: bool = False, grant: Grant | None = None) -> CheckOutcome:
+def grant_check(
+    *, grant_id: int, force: bool = False, grant: Grant | None = None, reach: Reach | None = None
+) -> CheckOutcome:
     """Check one grant (steps in the module docstring). `grant`: the row as `grant_for_engine(...,
-    for_check=True)` gives it, already read with the rest of a batch."""
+    for_check=True)` gives it, and `reach`: what it reached, both read with the rest of a batch."""
     if grant is None:
         grant = grant_for_engine(grant_id=grant_id, for_check=True)
     if grant is None or grant.status not in CHECKABLE_STATUSES:
@@ -86,7 +90,7 @@ def grant_check(*, grant_id: int, force: bool = False, grant: Grant | None = Non
     if not force and grant.last_checked_at and now - grant.last_checked_at < DUPLICATE_WINDOW:
         return _log(grant_id, CheckOutcome.SKIPPED)
     try:
-        outcome = _check(grant, now)
+        outcome = _check(grant, now, reach)
     except _Deferred as exc:
         Grant.objects.filter(pk=grant_id).update(
             next_check_at=now + timedelta(seconds=exc.wait + random.uniform(1, 10))
@@ -121,12 +125,15 @@ def grants_check(*, grant_ids: list[int]) -> dict[int, CheckOutcome]:
         # SQLite takes one writer at a time: there the checks run one after another.
         return {grant_id: grant_check(grant_id=grant_id) for grant_id in ids}
     grants = grants_for_check(grant_ids=ids)  # one read for the batch, each check gets its row
+    reach = Reach.read(list(grants.values()))  # and what they reach: three more, for the batch
     outcomes: dict[int, CheckOutcome] = {}
     for grant_id in ids:
         if grant_id not in grants:
             outcomes[grant_id] = _log(grant_id, CheckOutcome.NOT_LIVE)
     futures = {
-        _check_pool().submit(_check_in_thread, grants[grant_id]): grant_id for grant_id in ids if grant_id in grants
+        _check_pool().submit(_check_in_thread, grants[grant_id], reach): grant_id
+        for grant_id in ids
+        if grant_id in grants
     }
     for future in as_completed(futures):
         try:
@@ -136,13 +143,13 @@ def grants_check(*, grant_ids: list[int]) -> dict[int, CheckOutcome]:
     return outcomes
 
 
-def _check_in_thread(grant: Grant) -> CheckOutcome:
+def _check_in_thread(grant: Grant, reach: Reach) -> CheckOutcome:
     from django.db import close_old_connections
 
     # What the worker does around every task: drop a broken or too old connection, keep a healthy one.
     close_old_connections()
     try:
-        return grant_check(grant_id=grant.pk, grant=grant)
+        return grant_check(grant_id=grant.pk, grant=grant, reach=reach)
     finally:
         close_old_connections()
 
@@ -176,7 +183,7 @@ def _usable_token(grant: Grant, now: datetime, *, force_refresh: bool = False) -
     return grant_for_engine(grant_id=grant.pk, for_check=True), outcome
 
 
-def _check(grant: Grant, now: datetime) -> CheckOutcome:
+def _check(grant: Grant, now: datetime, reach: Reach | None = None) -> CheckOutcome:
     grant, refresh_outcome = _usable_token(grant, now)
     if grant.status in (Grant.Status.REVOKED, Grant.Status.LOST):
         return CheckOutcome.REVOKED if grant.status == Grant.Status.REVOKED else CheckOutcome.LOST
@@ -217,15 +224,21 @@ def _check(grant: Grant, now: datetime) -> CheckOutcome:
 
     issues: list[tuple[str, str]] = []
     # 3. What the grant reaches.
-    live_accounts = _sync_accounts(grant, accounts, now)
+    live_accounts = _sync_accounts(grant, accounts, now, reach)
     # Cloudflare may say per account whether OAuth app access is on (`settings.oauth_app_access`). When an
     # account admin switches it off, existing grants keep working but a re-consent would no longer
     # reach the account: staff must know before they send a consent link.
     flags = {str(a.get("id")): _oauth_app_access(a) for a in accounts}
-    # The known zones of every account in one read.
+    # The known zones of every account in one read (read with the batch's: copies of its own).
     known_zones: dict[int, dict[str, Zone]] = {account.pk: {} for account in live_accounts}
-    for zone in Zone.objects.filter(account__in=live_accounts) if live_accounts else []:
-        known_zones[zone.account_id][zone.cf_zone_id] = zone
+    if reach is not None:
+        for account in live_accounts:
+            known_zones[account.pk] = {
+                cf_id: copy.copy(zone) for cf_id, zone in reach.zones.get(account.pk, {}).items()
+            }
+    else:
+        for zone in Zone.objects.filter(account__in=live_accounts) if live_accounts else []:
+            known_zones[zone.account_id][zone.cf_zone_id] = zone
     for account in live_accounts:
         switched_off = flags.get(account.cf_account_id) is False
         try:
@@ -282,6 +295,49 @@ def _api_list(grant: Grant, path: str, *, params: dict[str, Any] | None = None) 
         page += 1
 
 
+@dataclass
+class Reach:
+    """What the grants of a batch reached when it started, read in three queries for all of them:
+    the accounts of their clients and those they are linked to, each grant's links, and the zones
+    of those accounts. Each check works on copies of the rows it needs (checks of grants of one
+    client run side by side)."""
+
+    accounts: dict[int, CloudflareAccount]
+    links: dict[int, set[int]]  # grant id → linked account ids
+    zones: dict[int, dict[str, Zone]]  # account id → {Cloudflare zone id: zone}
+
+    @classmethod
+    def read(cls, grants: list[Grant]) -> Reach:
+        through = Grant.accounts.through
+        links: dict[int, set[int]] = {grant.pk: set() for grant in grants}
+        for grant_id, account_id in through.objects.filter(grant_id__in=links).values_list(
+            "grant_id", "cloudflareaccount_id"
+        ):
+            links[grant_id].add(account_id)
+        linked = set().union(*links.values()) if links else set()
+        clients = {grant.client_id for grant in grants}
+        accounts = {
+            account.pk: account
+            for account in CloudflareAccount.objects.filter(Q(client_id__in=clients) | Q(pk__in=linked))
+        }
+        zones: dict[int, dict[str, Zone]] = {pk: {} for pk in accounts}
+        for zone in Zone.objects.filter(account_id__in=accounts) if accounts else []:
+            zones[zone.account_id][zone.cf_zone_id] = zone
+        return cls(accounts=accounts, links=links, zones=zones)
+
+    def accounts_of(self, grant: Grant, reported: dict[str, str]) -> list[CloudflareAccount]:
+        """As `_sync_accounts` reads them: the client's reported accounts and the grant's linked
+        ones, each a copy with `is_linked`."""
+        linked = self.links.get(grant.pk, set())
+        rows = []
+        for pk, account in self.accounts.items():
+            if pk in linked or (account.client_id == grant.client_id and account.cf_account_id in reported):
+                row = copy.copy(account)
+                row.is_linked = pk in linked
+                rows.append(row)
+        return rows
+
+
 # "Last seen" on accounts and zones is kept to the day: rewriting it on every check would re-save
 # every row of every account each hour for nothing.
 SEEN_PRECISION = timedelta(days=1)
@@ -291,19 +347,25 @@ def _stale(last_seen_at: datetime | None, now: datetime) -> bool:
     return last_seen_at is None or now - last_seen_at >= SEEN_PRECISION
 
 
-def _sync_accounts(grant: Grant, accounts: list[dict], now: datetime) -> list[CloudflareAccount]:
+def _sync_accounts(
+    grant: Grant, accounts: list[dict], now: datetime, reach: Reach | None = None
+) -> list[CloudflareAccount]:
     """Link the accounts Cloudflare reports, unlink the ones it no longer reports. Never deletes.
 
-    One read (the client's reported accounts and the grant's linked ones, together); a check
-    that finds the same accounts writes nothing and opens no transaction.
+    One read (the client's reported accounts and the grant's linked ones, together), or none when
+    the batch read them (`reach`); a check that finds the same accounts writes nothing and opens
+    no transaction.
     """
     reported = {str(a.get("id")): str(a.get("name") or a.get("id")) for a in accounts if a.get("id")}
-    link = Grant.accounts.through.objects.filter(grant_id=grant.pk, cloudflareaccount_id=OuterRef("pk"))
-    rows = list(
-        CloudflareAccount.objects.filter(
-            Q(client_id=grant.client_id, cf_account_id__in=reported) | Q(pk__in=link.values("cloudflareaccount_id"))
-        ).annotate(is_linked=Exists(link))
-    )
+    if reach is not None:
+        rows = reach.accounts_of(grant, reported)
+    else:
+        link = Grant.accounts.through.objects.filter(grant_id=grant.pk, cloudflareaccount_id=OuterRef("pk"))
+        rows = list(
+            CloudflareAccount.objects.filter(
+                Q(client_id=grant.client_id, cf_account_id__in=reported) | Q(pk__in=link.values("cloudflareaccount_id"))
+            ).annotate(is_linked=Exists(link))
+        )
     linked = {a.cf_account_id: a for a in rows if a.is_linked}
     known = {a.cf_account_id: a for a in rows if a.client_id == grant.client_id and a.cf_account_id in reported}
     unchanged = all(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import pytest
 
 from clients.models import CloudflareAccount, Zone
@@ -192,3 +194,37 @@ def test_a_batch_of_checks_maps_every_grant_at_once(cf_sandbox, app, acme, check
         grant.refresh_from_db()
         assert grant.health == Grant.Health.HEALTHY and grant.last_checked_at is not None
     assert Zone.objects.filter(account__cf_account_id=ACME_CORP_ID).count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_routine_re_check_batch_reads_its_grants_reach_once_and_each_check_writes_one_row(
+    cf_sandbox, app, acme, check_pool_connections_closed
+):
+    import threading
+
+    from django.db.backends import utils
+
+    from connections.services.health import grants_check
+
+    grants = [_grant(cf_sandbox, app, acme) for _ in range(3)]
+    assert set(grants_check(grant_ids=[g.pk for g in grants]).values()) == {CheckOutcome.HEALTHY}
+    Grant.objects.filter(pk__in=[g.pk for g in grants]).update(last_checked_at=None)
+    real = utils.CursorWrapper._execute
+    seen: list[tuple[bool, str]] = []
+    lock = threading.Lock()
+
+    def spy(self, sql, params, *rest):
+        with lock:
+            seen.append((threading.current_thread() is threading.main_thread(), sql))
+        return real(self, sql, params, *rest)
+
+    with patch.object(utils.CursorWrapper, "_execute", spy):
+        assert grants_check(grant_ids=[g.pk for g in grants]) == {g.pk: CheckOutcome.HEALTHY for g in grants}
+
+    task = [sql for in_task, sql in seen if in_task]
+    checks = [sql for in_task, sql in seen if not in_task]
+    # The task thread: the grants, their links, their clients' accounts, those accounts' zones.
+    assert len(task) == 4 and all(sql.startswith("SELECT") for sql in task), task
+    assert ['FROM "clients_zone"' in sql for sql in task].count(True) == 1
+    # Each check: its grant row's UPDATE and nothing else (no account, zone or alert statement).
+    assert len(checks) == 3 and all(sql.startswith('UPDATE "connections_grant"') for sql in checks), checks

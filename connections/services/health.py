@@ -24,9 +24,8 @@ from __future__ import annotations
 import copy
 import logging
 import random
-import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from concurrent.futures import as_completed
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -45,6 +44,7 @@ from .dispatch import grants_dispatch_due
 from .events import alert_open, alerts_resolve, event_record
 from .refresh import Outcome as RefreshOutcome
 from .refresh import grant_refresh, retry_delay
+from .threads import ProcessThreads
 
 logger = logging.getLogger(__name__)
 
@@ -131,16 +131,44 @@ def grants_check(*, grant_ids: list[int]) -> dict[int, CheckOutcome]:
         if grant_id not in grants:
             outcomes[grant_id] = _log(grant_id, CheckOutcome.NOT_LIVE)
     futures = {
-        _check_pool().submit(_check_in_thread, grants[grant_id], reach): grant_id
+        _check_threads.get().submit(_check_in_thread, grants[grant_id], reach): grant_id
         for grant_id in ids
         if grant_id in grants
     }
-    for future in as_completed(futures):
-        try:
-            outcomes[futures[future]] = future.result()
-        except Exception:  # noqa: BLE001 - one grant's bug must not stop the others' checks
-            logger.exception("grant check: grant=%s failed", futures[future])
+    try:
+        for future in as_completed(futures):
+            try:
+                outcomes[futures[future]] = future.result()
+            except Exception:  # noqa: BLE001 - one grant's bug must not stop the others' checks
+                logger.exception("grant check: grant=%s failed", futures[future])
+    finally:
+        _routine_results_write(reach.routine)
     return outcomes
+
+
+def _routine_results_write(results: list[tuple[int, datetime, datetime]]) -> None:
+    """The routine results of a batch in one UPDATE … FROM (VALUES …) (PostgreSQL; the batch runs
+    in line elsewhere). Unwritten (database gone), the grants are checked again when the sweep's
+    re-dispatch mark comes: nothing is lost but a check."""
+    from django.db import DatabaseError, connection
+
+    if not results:
+        return
+    table = connection.ops.quote_name(Grant._meta.db_table)
+    rows = ", ".join(["(%s::bigint, %s::timestamptz, %s::timestamptz)"] * len(results))
+    statuses = ", ".join(["%s"] * len(CHECKABLE_STATUSES))
+    # Only the model's own table name and placeholders go into the text; every value is a parameter.
+    sql = (
+        f"UPDATE {table} AS g SET health = %s, last_checked_at = v.checked_at, next_check_at = v.next_at, "  # noqa: S608
+        f"last_error = '' FROM (VALUES {rows}) AS v(id, checked_at, next_at) "
+        f"WHERE g.id = v.id AND g.status IN ({statuses})"
+    )
+    params = [Grant.Health.HEALTHY.value, *(value for row in results for value in row), *CHECKABLE_STATUSES]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+    except DatabaseError:
+        logger.warning("grant check: %s routine result(s) not written (database unavailable)", len(results))
 
 
 def _check_in_thread(grant: Grant, reach: Reach) -> CheckOutcome:
@@ -154,19 +182,8 @@ def _check_in_thread(grant: Grant, reach: Reach) -> CheckOutcome:
         close_old_connections()
 
 
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-
-
-def _check_pool() -> ThreadPoolExecutor:
-    """This process's check threads: created on first use (after the fork), kept across tasks."""
-    global _pool, _pool_size
-    size = max(1, int(settings.GRANT_CHECK_BATCH))
-    with _pool_lock:
-        if _pool is None or _pool_size < size:
-            _pool, _pool_size = ThreadPoolExecutor(max_workers=size, thread_name_prefix="grant-check"), size
-        return _pool
+# This process's check threads (each keeps its database connection and HTTP session).
+_check_threads = ProcessThreads(setting="GRANT_CHECK_BATCH", name="grant-check", exact=False)
 
 
 def _log(grant_id: int, outcome: CheckOutcome) -> CheckOutcome:
@@ -217,6 +234,7 @@ def _check(grant: Grant, now: datetime, reach: Reach | None = None) -> CheckOutc
             return _record(
                 grant,
                 now,
+                reach=reach,
                 issues=[
                     ("scope", "Cloudflare refuses GET /accounts with a fresh token: a required permission is missing.")
                 ],
@@ -263,7 +281,7 @@ def _check(grant: Grant, now: datetime, reach: Reach | None = None) -> CheckOutc
     missing = grant.missing_required_scopes
     if missing:
         issues.append(("scope", f"Required permission(s) missing: {', '.join(missing)}."))
-    return _record(grant, now, issues=issues)
+    return _record(grant, now, issues=issues, reach=reach)
 
 
 def _oauth_app_access(account: dict) -> bool | None:
@@ -305,6 +323,8 @@ class Reach:
     accounts: dict[int, CloudflareAccount]
     links: dict[int, set[int]]  # grant id → linked account ids
     zones: dict[int, dict[str, Zone]]  # account id → {Cloudflare zone id: zone}
+    # Routine results (healthy, nothing else to write): (grant id, checked at, next check at).
+    routine: list[tuple[int, datetime, datetime]] = field(default_factory=list)
 
     @classmethod
     def read(cls, grants: list[Grant]) -> Reach:
@@ -535,8 +555,9 @@ def _mark_oauth_access(
         )
 
 
-def _record(grant: Grant, now: datetime, *, issues: list[tuple[str, str]]) -> CheckOutcome:
-    """Write the check's result on the row; events and alerts only where something changed."""
+def _record(grant: Grant, now: datetime, *, issues: list[tuple[str, str]], reach: Reach | None = None) -> CheckOutcome:
+    """Write the check's result on the row; events and alerts only where something changed. In a
+    batch (`reach`), a routine result is written with the batch's others, in one statement."""
     health = Grant.Health.DEGRADED if issues else Grant.Health.HEALTHY
     scope_issues = [text for kind, text in issues if kind == "scope"]
     other_issues = [text for kind, text in issues if kind != "scope"]
@@ -547,7 +568,10 @@ def _record(grant: Grant, now: datetime, *, issues: list[tuple[str, str]]) -> Ch
         "last_error": ("check: " + " ".join(t for _, t in issues))[:500] if issues else "",
     }
     if not issues and not getattr(grant, "check_alert_open", True):
-        # The routine case: healthy, no alert of the check's to close. One UPDATE.
+        # The routine case: healthy, no alert of the check's to close. One UPDATE (for the batch).
+        if reach is not None:
+            reach.routine.append((grant.pk, now, updates["next_check_at"]))
+            return CheckOutcome.HEALTHY
         Grant.objects.filter(pk=grant.pk, status__in=CHECKABLE_STATUSES).update(**updates)
         return CheckOutcome.HEALTHY
     with transaction.atomic():

@@ -36,7 +36,7 @@ import random
 import threading
 import time
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -53,6 +53,7 @@ from ..models import Alert, Grant, GrantEvent
 from ..selectors import REFRESHABLE_STATUSES, grant_for_engine, grants_claimed_for_refresh
 from .dispatch import grants_dispatch_due
 from .events import alert_open, alerts_resolve, event_record
+from .threads import ProcessThreads
 
 logger = logging.getLogger(__name__)
 
@@ -653,7 +654,7 @@ class _Calls:
         return len(self.waiting)
 
     def start(self, grants: list[Grant]) -> None:
-        pool = _call_pool()
+        pool = _call_threads.get()
         for grant in grants:
             future = pool.submit(_send, grant, self.lease.held(grant.pk))
             self.futures[future] = grant
@@ -737,23 +738,9 @@ def _release_quietly(grants: list[Grant]) -> None:
             return
 
 
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-
-
-def _call_pool() -> ThreadPoolExecutor:
-    """This process's token-call threads: created on first use (after the fork), kept across tasks
-    so each keeps its HTTP session; exactly `GRANT_REFRESH_BATCH` of them, so no more calls than
-    that are ever in flight (the grants claimed beyond it wait on the queue)."""
-    global _pool, _pool_size
-    size = max(1, int(settings.GRANT_REFRESH_BATCH))
-    with _pool_lock:
-        if _pool is None or _pool_size != size:
-            if _pool is not None:
-                _pool.shutdown(wait=False)  # the setting changed (tests): its threads end when idle
-            _pool, _pool_size = ThreadPoolExecutor(max_workers=size, thread_name_prefix="token-call"), size
-        return _pool
+# This process's token-call threads: exactly `GRANT_REFRESH_BATCH` of them, so no more calls than
+# that are ever in flight (the grants claimed beyond it wait on the queue).
+_call_threads = ProcessThreads(setting="GRANT_REFRESH_BATCH", name="token-call", exact=True)
 
 
 class BatchLease:

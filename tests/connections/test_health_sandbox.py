@@ -168,15 +168,15 @@ def check_pool_connections_closed(settings):
 
     settings.GRANT_CHECK_BATCH = 4
     yield
-    if not health._pool_size:
+    if not health._check_threads.size:
         return  # SQLite: the checks ran in line
-    barrier = threading.Barrier(health._pool_size)
+    barrier = threading.Barrier(health._check_threads.size)
 
     def close() -> None:
         connection.close()
         barrier.wait(timeout=10)  # one job per thread: each waits until every thread has closed
 
-    for future in [health._check_pool().submit(close) for _ in range(health._pool_size)]:
+    for future in [health._check_threads.get().submit(close) for _ in range(health._check_threads.size)]:
         future.result(timeout=15)
 
 
@@ -197,7 +197,7 @@ def test_a_batch_of_checks_maps_every_grant_at_once(cf_sandbox, app, acme, check
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_routine_re_check_batch_reads_its_grants_reach_once_and_each_check_writes_one_row(
+def test_a_routine_re_check_batch_reads_its_grants_reach_once_and_writes_their_rows_in_one_statement(
     cf_sandbox, app, acme, check_pool_connections_closed
 ):
     import threading
@@ -223,8 +223,14 @@ def test_a_routine_re_check_batch_reads_its_grants_reach_once_and_each_check_wri
 
     task = [sql for in_task, sql in seen if in_task]
     checks = [sql for in_task, sql in seen if not in_task]
-    # The task thread: the grants, their links, their clients' accounts, those accounts' zones.
-    assert len(task) == 4 and all(sql.startswith("SELECT") for sql in task), task
+    # The task thread: the grants, their links, their clients' accounts, those accounts' zones,
+    # then the three grant rows in one UPDATE.
+    assert len(task) == 5 and all(sql.startswith("SELECT") for sql in task[:4]), task
     assert ['FROM "clients_zone"' in sql for sql in task].count(True) == 1
-    # Each check: its grant row's UPDATE and nothing else (no account, zone or alert statement).
-    assert len(checks) == 3 and all(sql.startswith('UPDATE "connections_grant"') for sql in checks), checks
+    assert task[4].startswith('UPDATE "connections_grant" AS g SET health')
+    # The checks themselves: no statement at all (no account, zone, alert or grant write).
+    assert checks == []
+    for grant in grants:
+        grant.refresh_from_db()
+        assert grant.health == Grant.Health.HEALTHY and grant.last_error == ""
+        assert grant.last_checked_at is not None and grant.next_check_at > grant.last_checked_at

@@ -69,7 +69,9 @@ def test_a_batch_refreshes_every_grant_with_exactly_one_token_call_each(cf_sandb
         assert grant.refresh_history[0]["outcome"] == "refreshed"
 
 
-def test_a_batch_costs_one_claim_that_reads_its_rows_its_app_once_and_at_most_one_write_per_grant(cf_sandbox, app, acme, settings):
+def test_a_batch_costs_one_claim_that_reads_its_rows_its_app_once_and_at_most_one_write_per_grant(
+    cf_sandbox, app, acme, settings
+):
     settings.FLEET_COUNT_FLUSH_SECONDS = 3600  # the dashboard's counters: written later, per process
     grants = _due_grants(cf_sandbox, app, acme, 6)
     Grant.objects.filter(pk__in=[g.pk for g in grants]).update(refresh_history=[{"at": "earlier", "outcome": "x"}])
@@ -337,9 +339,7 @@ def test_a_task_past_its_claim_period_hands_the_rest_of_its_message_to_the_next_
         assert grant.refresh_generation == 0 and grant.refresh_uncertain_since is None
 
 
-def test_a_claim_whose_answer_is_lost_is_given_back_and_the_calls_in_flight_still_land(
-    cf_sandbox, app, acme, settings
-):
+def test_a_claim_whose_answer_is_lost_is_given_back_and_the_calls_in_flight_still_land(cf_sandbox, app, acme, settings):
     from connections import selectors
 
     settings.GRANT_REFRESH_BATCH = 2

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 import random
+import time
 from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -292,13 +293,19 @@ def _oauth_app_access(account: dict) -> bool | None:
 
 
 def _api_list(grant: Grant, path: str, *, params: dict[str, Any] | None = None) -> list[dict]:
-    """Every page of a list endpoint, each page counted against the user's and the global budget."""
+    """Every page of a list endpoint, each page counted against the user's and the global budget.
+
+    A budget free again within `CLOUDFLARE_RATELIMIT_MAX_WAIT` (the global per-second cap) is
+    waited for, so checks run at the cap instead of being put off with calls already spent; a
+    longer wait (the user's budget spent, a 429's block) defers the check."""
     items: list[dict] = []
     page = 1
     while True:
-        wait = ratelimit.acquire(user_key=grant.cf_user_id)
-        if wait > 0:
-            raise _Deferred(wait)
+        deadline = time.monotonic() + float(settings.CLOUDFLARE_RATELIMIT_MAX_WAIT)
+        while (wait := ratelimit.acquire(user_key=grant.cf_user_id)) > 0:
+            if time.monotonic() + wait > deadline:
+                raise _Deferred(wait)
+            time.sleep(min(wait, 1.0))
         envelope = cloudflare.api_request(
             "GET", path, access_token=grant.access_token, params={**(params or {}), "page": page, "per_page": 50}
         )

@@ -207,6 +207,18 @@ def test_it_honours_retry_after_and_blocks_the_user(grant, fake):
     assert ratelimit.acquire(user_key=grant.cf_user_id) > 100
 
 
+def test_it_waits_for_the_global_cap_instead_of_putting_the_check_off(grant, fake, settings):
+    settings.CLOUDFLARE_GLOBAL_RATE = 1  # one request per second for the whole portal
+    assert ratelimit.acquire(user_key=None) == 0  # this second's request is spent already
+
+    assert grant_check(grant_id=grant.pk) == CheckOutcome.HEALTHY
+
+    # Each call waited for the next second: all made, none spent on a check that was put off.
+    assert fake.calls[0] == "/accounts" and len(fake.calls) >= 2
+    grant.refresh_from_db()
+    assert grant.health == Grant.Health.HEALTHY
+
+
 def test_it_defers_without_calling_when_the_users_budget_is_spent(grant, fake, settings):
     settings.CLOUDFLARE_USER_BUDGET = 0
 

@@ -15,8 +15,8 @@ One check of one grant:
    only for *changes*.
 
 Outbound calls go through the shared budget in `connections.ratelimit` (per Cloudflare user, and
-global); a 429's Retry-After blocks that user until then. Out of budget → the check is deferred,
-not failed.
+global); a 429's Retry-After blocks that user until then. A budget free again within
+`CLOUDFLARE_RATELIMIT_MAX_WAIT` is waited for; beyond that the check is deferred, not failed.
 """
 
 from __future__ import annotations

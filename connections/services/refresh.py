@@ -414,30 +414,24 @@ def _release_lease(grant_ids: list[int], lease_until: datetime) -> None:
 def _claim_ready(
     ids: list[int], lease: BatchLease, outcomes: dict[int, Outcome], handed: list[int], apps: dict
 ) -> list[Grant]:
-    """Claim `ids` (one UPDATE), read the claimed rows (one SELECT; their apps from the task's
-    `apps`, read once), and run the checks of a single refresh up to the call. Returns the grants
-    to send now, their leases held by `lease`."""
+    """Claim `ids` and read the rows taken (one statement; their apps from the task's `apps`, read
+    once), and run the checks of a single refresh up to the call. Returns the grants to send now,
+    their leases held by `lease`."""
     now = timezone.now()
     lease_until = now + timedelta(seconds=lease_seconds())
     try:
         grants = grants_claimed_for_refresh(grant_ids=ids, now=now, lease_until=lease_until, apps=apps)
-    except BaseException:
-        # The claim may have committed without this process hearing it: those leases are released
-        # at the end of the task if the database is back by then (`_release_lease`).
-        lease.unheard.append((ids, lease_until))
-        raise
-    others = set(ids) - {grant.pk for grant in grants}
-    if others:
-        live = set(Grant.objects.filter(pk__in=others, status__in=REFRESHABLE_STATUSES).values_list("pk", flat=True))
-        for grant_id in sorted(others):
-            outcomes[grant_id] = _log(grant_id, Outcome.SKIPPED if grant_id in live else Outcome.NOT_LIVE)
-    spooled = _spool_pending_ids(ids) if grants else set()
-    ready: list[Grant] = []
-    done: set[int] = set()
-    try:
+        others = set(ids) - {grant.pk for grant in grants}
+        if others:
+            live = set(
+                Grant.objects.filter(pk__in=others, status__in=REFRESHABLE_STATUSES).values_list("pk", flat=True)
+            )
+            for grant_id in sorted(others):
+                outcomes[grant_id] = _log(grant_id, Outcome.SKIPPED if grant_id in live else Outcome.NOT_LIVE)
+        spooled = _spool_pending_ids(ids) if grants else set()
+        ready: list[Grant] = []
         for grant in grants:
             outcome = _before_call(grant, now, spooled)
-            done.add(grant.pk)
             if outcome is None:
                 ready.append(grant)
             elif outcome == Outcome.AWAITING_EVIDENCE:
@@ -445,9 +439,11 @@ def _claim_ready(
             else:
                 outcomes[grant.pk] = _log(grant.pk, outcome)
     except BaseException:
-        # Nothing was sent for these yet: give them back (their lease would otherwise expire and
-        # mark them "uncertain").
-        _release_quietly([g for g in grants if g.pk not in done or g in ready])
+        # Nothing of this claim was sent, and it may have committed without this process hearing
+        # it (or its rows were read and the rest failed): its leases are given back at the end of
+        # the task, by their exact value, if the database is back by then (`_release_lease`), so
+        # these grants are not mistaken for a dead holder's.
+        lease.unheard.append((ids, lease_until))
         raise
     lease.add({g.pk: g.refresh_generation for g in ready}, until=lease_until)
     return ready

@@ -91,7 +91,7 @@ def main() -> None:
         "--batch",
         type=int,
         default=16,
-        help="GRANT_REFRESH_BATCH: grants per task, their calls concurrent (default 16; 1: one task per grant)",
+        help="GRANT_REFRESH_BATCH: token calls in flight per worker process (default 16; 1: one task per grant)",
     )
     parser.add_argument(
         "--processes",

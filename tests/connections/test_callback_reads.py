@@ -9,14 +9,9 @@ import pytest
 
 from cloudflare_sandbox import seed
 from connections.models import Grant
-from tests.clients.portal_flow import authorize_at_sandbox, callback_path, register_sandbox_app, start_consent
+from tests.clients.portal_flow import authorize_at_sandbox, callback_path, start_consent
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.django_db]
-
-
-@pytest.fixture
-def cf_app(cf_sandbox):
-    return register_sandbox_app(cf_sandbox)
 
 
 def bob_zone_names() -> dict[str, set[str]]:

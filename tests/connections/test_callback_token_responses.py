@@ -17,7 +17,7 @@ from django.conf import settings
 from cloudflare_sandbox import seed
 from connections import cloudflare
 from connections.models import Alert, AuthorizationRequest, Grant, GrantEvent
-from tests.clients.portal_flow import OPTIONAL, REQUIRED, register_sandbox_app, start_consent
+from tests.clients.portal_flow import OPTIONAL, REQUIRED, start_consent
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.django_db]
 
@@ -46,11 +46,6 @@ class TokenSeam:
             self.token_calls += 1
             return self.answer
         return self.real.request(method, url, **kwargs)
-
-
-@pytest.fixture
-def cf_app(cf_sandbox):
-    return register_sandbox_app(cf_sandbox)
 
 
 @pytest.fixture

@@ -4,14 +4,9 @@ import pytest
 
 from cloudflare_sandbox import seed
 from connections.models import AuthorizationRequest, Grant, GrantEvent
-from tests.clients.portal_flow import OPTIONAL, connect_through_sandbox, register_sandbox_app
+from tests.clients.portal_flow import OPTIONAL, connect_through_sandbox
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.django_db]
-
-
-@pytest.fixture
-def cf_app(cf_sandbox):
-    return register_sandbox_app(cf_sandbox)
 
 
 def test_it_connects_and_stores_the_grant_with_accounts_zones_and_scopes(cf_sandbox, cf_app, owner_client, acme):

@@ -70,3 +70,13 @@ def production_cookies(settings, live_server):
     # The revocation task runs right after the disconnect commits, inside the live server.
     settings.CELERY_TASK_ALWAYS_EAGER = True
     return settings
+
+
+@pytest.fixture
+def cf_app(cf_sandbox, live_server):
+    """An OAuth client registered at the sandbox whose callback is the browser tests' live server."""
+    from tests.clients.portal_flow import register_sandbox_app
+
+    app = register_sandbox_app(cf_sandbox, redirect_uri=f"{live_server.url}/oauth/cloudflare/callback/")
+    yield app
+    cf_sandbox.reset_settings()

@@ -12,18 +12,10 @@ from clients.models import ClientMember
 from cloudflare_sandbox import seed
 from connections.models import Grant, GrantEvent
 from tests import factories
-from tests.clients.portal_flow import register_sandbox_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.sandbox, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "a-long-and-fresh-passphrase"
-
-
-@pytest.fixture
-def cf_app(cf_sandbox, live_server):
-    app = register_sandbox_app(cf_sandbox, redirect_uri=f"{live_server.url}/oauth/cloudflare/callback/")
-    yield app
-    cf_sandbox.reset_settings()
 
 
 def staff_with_authenticator(settings):

@@ -10,19 +10,11 @@ import pytest
 from cloudflare_sandbox import seed
 from connections.models import Grant
 from tests import factories
-from tests.clients.portal_flow import register_sandbox_app
 from tests.e2e.accessibility import assert_accessible
 
 pytestmark = [pytest.mark.browser, pytest.mark.sandbox, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "a-long-and-fresh-passphrase"
-
-
-@pytest.fixture
-def cf_app(cf_sandbox, live_server):
-    app = register_sandbox_app(cf_sandbox, redirect_uri=f"{live_server.url}/oauth/cloudflare/callback/")
-    yield app
-    cf_sandbox.reset_settings()
 
 
 def _contact(*, language: str = "", client_language: str = ""):

@@ -62,43 +62,10 @@ def grants_for_check(*, grant_ids: list[int]) -> dict[int, Grant]:
     return {grant.pk: grant for grant in _engine_grants(for_check=True).filter(pk__in=grant_ids)}
 
 
-def grants_claimed_for_refresh(
-    *, grant_ids: list[int], now: datetime, lease_until: datetime, apps: dict[int, OAuthApp]
-) -> list[Grant]:
-    """Claim the refreshable, unleased grants of `grant_ids` and read them, in one statement.
-
-    The compare-and-set claim of `services.refresh` (status live, no lease or an expired one; an
-    expired lease marks the grant uncertain, as its holder died) as `UPDATE … RETURNING`: the
-    claim and the rows it took arrive together, so no claim is taken whose rows were not read.
-    Their OAuth apps come from `apps` (app id → app), the task's cache: an app not in it is read
-    once, with whether it has an open "credentials refused" alert (`config_alert_open`, copied to
-    each grant as `app_config_alert_open`). The client is not loaded (only alerts and events need
-    it). In grant id order.
-    """
-    from django.db import connection
-
-    if not grant_ids:
-        return []
-    ops = connection.ops
-    table = ops.quote_name(Grant._meta.db_table)
-    columns = ", ".join(ops.quote_name(field.column) for field in Grant._meta.concrete_fields)
-    lease, uncertain, status = (
-        ops.quote_name(Grant._meta.get_field(name).column)
-        for name in ("refresh_lease_until", "refresh_uncertain_since", "status")
-    )
-    due = ops.quote_name(Grant._meta.get_field("next_refresh_at").column)
-    until, at = ops.adapt_datetimefield_value(lease_until), ops.adapt_datetimefield_value(now)
-    ids = ", ".join(["%s"] * len(grant_ids))
-    statuses = ", ".join(["%s"] * len(REFRESHABLE_STATUSES))
-    # Only the model's own table and column names and placeholders go into the text.
-    sql = (
-        f"UPDATE {table} SET {lease} = %s, {due} = %s, "  # noqa: S608
-        f"{uncertain} = CASE WHEN {lease} IS NOT NULL THEN COALESCE({uncertain}, %s) ELSE {uncertain} END "
-        f"WHERE {ops.quote_name(Grant._meta.pk.column)} IN ({ids}) AND {status} IN ({statuses}) AND ({lease} IS NULL OR {lease} < %s) "
-        f"RETURNING {columns}"
-    )
-    params = [until, until, at, *grant_ids, *REFRESHABLE_STATUSES, at]
-    grants = sorted(Grant.objects.raw(sql, params), key=lambda grant: grant.pk)
+def grants_attach_apps(grants: list[Grant], apps: dict[int, OAuthApp]) -> None:
+    """Give each grant its OAuth app from `apps` (app id → app), a refresh task's cache: an app not
+    in it is read once, with whether it has an open "credentials refused" alert
+    (`config_alert_open`, copied to each grant as `app_config_alert_open`)."""
     missing = {grant.app_id for grant in grants} - set(apps)
     if missing:
         open_alerts = set(
@@ -112,7 +79,6 @@ def grants_claimed_for_refresh(
     for grant in grants:
         grant.app = apps[grant.app_id]
         grant.app_config_alert_open = grant.app.config_alert_open
-    return grants
 
 
 def alerts_due_for_delivery(*, now: datetime) -> QuerySet[Alert]:

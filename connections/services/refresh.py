@@ -44,13 +44,13 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .. import cloudflare, crypto, ratelimit
 from ..models import Alert, Grant, GrantEvent
-from ..selectors import REFRESHABLE_STATUSES, grant_for_engine, grants_claimed_for_refresh
+from ..selectors import REFRESHABLE_STATUSES, grant_for_engine, grants_attach_apps
 from .dispatch import grants_dispatch_due
 from .events import alert_open, alerts_resolve, event_record
 from .threads import ProcessThreads
@@ -142,7 +142,7 @@ def grant_refresh(*, grant_id: int, force: bool = False) -> Outcome:
 
     # 1. Claim. Refresh tokens are single-use: a second caller would present a rotated token. The
     # generation is read after the claim: whoever changes the row from now on bumps it (the fence).
-    claimed = _claim(Grant.objects.filter(pk=grant_id), now=now, lease_until=lease_until)
+    claimed = _claim([grant_id], now=now, lease_until=lease_until)
     if claimed != 1:
         live = Grant.objects.filter(pk=grant_id, status__in=REFRESHABLE_STATUSES).exists()
         return _log(grant_id, Outcome.SKIPPED if live else Outcome.NOT_LIVE)
@@ -189,24 +189,63 @@ def grant_refresh(*, grant_id: int, force: bool = False) -> Outcome:
         return _log(grant_id, _refresh_claimed(grant, app, seen_gen, now, lease))
 
 
-def _claim(grants, *, now: datetime, lease_until: datetime) -> int:
-    """The compare-and-set claim of every refreshable, unleased grant in `grants`: one UPDATE."""
-    return (
-        grants.filter(status__in=REFRESHABLE_STATUSES)
-        .filter(Q(refresh_lease_until__isnull=True) | Q(refresh_lease_until__lt=now))
-        .update(
-            refresh_lease_until=lease_until,
-            # Due again the moment the lease runs out: if this worker dies, the next sweep (a
-            # follow-up sweep at that moment) finds the grant without waiting for a retry interval.
-            next_refresh_at=lease_until,
-            # A lease still set here expired without being released: its holder died (SIGKILL,
-            # OOM, hard time limit), possibly after Cloudflare rotated the token. Unknown outcome.
-            refresh_uncertain_since=Case(
-                When(refresh_lease_until__isnull=False, then=Coalesce(F("refresh_uncertain_since"), Value(now))),
-                default=F("refresh_uncertain_since"),
-            ),
-        )
+def _claim_statement(grant_ids: list[int], *, now: datetime, lease_until: datetime) -> tuple[str, list]:
+    """The compare-and-set claim of every refreshable, unleased grant of `grant_ids`: one UPDATE.
+
+    It sets the lease, and makes the grant due again the moment the lease runs out: if this worker
+    dies, the next sweep (a follow-up sweep at that moment) finds the grant without waiting for a
+    retry interval. A lease still set here expired without being released: its holder died
+    (SIGKILL, OOM, hard time limit), possibly after Cloudflare rotated the token, so the grant is
+    marked uncertain (unknown outcome) in the same statement.
+    """
+    from django.db import connection
+
+    ops = connection.ops
+    column = {
+        name: ops.quote_name(Grant._meta.get_field(name).column)
+        for name in ("id", "refresh_lease_until", "next_refresh_at", "refresh_uncertain_since", "status")
+    }
+    lease, uncertain = column["refresh_lease_until"], column["refresh_uncertain_since"]
+    until, at = ops.adapt_datetimefield_value(lease_until), ops.adapt_datetimefield_value(now)
+    ids = ", ".join(["%s"] * len(grant_ids))
+    statuses = ", ".join(["%s"] * len(REFRESHABLE_STATUSES))
+    # Only the model's own table and column names and placeholders go into the text.
+    sql = (
+        f"UPDATE {ops.quote_name(Grant._meta.db_table)} SET {lease} = %s, {column['next_refresh_at']} = %s, "  # noqa: S608
+        f"{uncertain} = CASE WHEN {lease} IS NOT NULL THEN COALESCE({uncertain}, %s) ELSE {uncertain} END "
+        f"WHERE {column['id']} IN ({ids}) AND {column['status']} IN ({statuses}) "
+        f"AND ({lease} IS NULL OR {lease} < %s)"
     )
+    return sql, [until, until, at, *grant_ids, *REFRESHABLE_STATUSES, at]
+
+
+def _claim(grant_ids: list[int], *, now: datetime, lease_until: datetime) -> int:
+    """Claim the grants of `grant_ids` (`_claim_statement`); how many were claimed."""
+    from django.db import connection
+
+    sql, params = _claim_statement(grant_ids, now=now, lease_until=lease_until)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def grants_claimed_for_refresh(
+    *, grant_ids: list[int], now: datetime, lease_until: datetime, apps: dict
+) -> list[Grant]:
+    """Claim the grants of `grant_ids` and read them, in one statement (`_claim_statement` as
+    `UPDATE … RETURNING`): the claim and the rows it took arrive together, so no claim is taken
+    whose rows were not read. With their OAuth apps (`grants_attach_apps`, the task's cache
+    `apps`); the client is not loaded (only alerts and events need it). In grant id order."""
+    from django.db import connection
+
+    if not grant_ids:
+        return []
+    sql, params = _claim_statement(grant_ids, now=now, lease_until=lease_until)
+    ops = connection.ops
+    columns = ", ".join(ops.quote_name(field.column) for field in Grant._meta.concrete_fields)
+    grants = sorted(Grant.objects.raw(f"{sql} RETURNING {columns}", params), key=lambda grant: grant.pk)
+    grants_attach_apps(grants, apps)
+    return grants
 
 
 def call_budget() -> float:
@@ -312,7 +351,7 @@ def grants_refresh(*, grant_ids: list[int]) -> dict[int, Outcome]:
     # few grants at a time (`group`): one statement and one commit for several.
     target = window + window // 4
     group = max(2, window // 4)
-    lease = BatchLease(grants={}, until=timezone.now())
+    lease = BatchLease()
     try:
         with lease:
             calls = _Calls(lease, outcomes)
@@ -378,7 +417,7 @@ def _claim_period() -> float:
     """How long a task keeps claiming the grants of its message: until the sweep would hand them
     out again (`GRANT_DISPATCH_RETRY`), and never past a quarter of the soft time limit, so the
     calls claimed last (a rate-limit wait, a whole call, the write retries) still end in time."""
-    soft = float(getattr(settings, "CELERY_TASK_SOFT_TIME_LIMIT", 0) or 100)
+    soft = float(settings.CELERY_TASK_SOFT_TIME_LIMIT)
     return max(1.0, min(float(settings.GRANT_DISPATCH_RETRY), soft / 4))
 
 
@@ -748,9 +787,9 @@ class BatchLease:
     open a database connection.
     """
 
-    def __init__(self, *, grants: dict[int, int], until: datetime) -> None:
-        self.generations = dict(grants)  # grant id → generation, while held
-        self.untils = dict.fromkeys(grants, until)  # the lease's end as last written by us
+    def __init__(self) -> None:
+        self.generations: dict[int, int] = {}  # grant id → generation, while held (`add`)
+        self.untils: dict[int, datetime] = {}  # the lease's end as last written by us
         self._lock = threading.Lock()
         self._rounds = threading.Condition()
         self._round = 0
@@ -1470,8 +1509,7 @@ def refresh_per_message() -> int:
     times `GRANT_REFRESH_BATCH` (the calls a process keeps in flight). A task's window refills from
     its own message; only its last calls end with nothing queued behind them, so the longer the
     message the less of its time that tail is (about half a call in sixteen here)."""
-    configured = int(getattr(settings, "GRANT_REFRESH_PER_MESSAGE", 0) or 0)
-    return max(1, configured or 16 * int(settings.GRANT_REFRESH_BATCH))
+    return max(1, int(settings.GRANT_REFRESH_PER_MESSAGE) or 16 * int(settings.GRANT_REFRESH_BATCH))
 
 
 def grants_dispatch_due_refreshes(

@@ -594,22 +594,27 @@ def test_it_enqueues_due_grants_in_batches_each_grant_once(
     assert sorted(pk for batch in batches for pk in batch) == sorted(g.pk for g in due)
 
 
+def _sweep_messages(oauth_app, acme, capture_on_commit, *, due_count: int, **sweep) -> tuple[list, list]:
+    """`due_count` grants due, one refresh sweep: (the due grants, the id lists it enqueued)."""
+    now = timezone.now()
+    due = [
+        factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now - timedelta(seconds=5))
+        for _ in range(due_count)
+    ]
+    with patch("connections.tasks.refresh_grants_task.delay") as delay:
+        with capture_on_commit(execute=True):
+            assert grants_dispatch_due_refreshes(now=now, **sweep) == due_count
+    return due, [c.args[0] for c in delay.call_args_list]
+
+
 def test_a_refresh_message_carries_sixteen_windows_of_grants_by_default(
     oauth_app, acme, settings, django_capture_on_commit_callbacks
 ):
     settings.GRANT_REFRESH_BATCH = 2
     settings.GRANT_REFRESH_PER_MESSAGE = 0
-    now = timezone.now()
-    due = [
-        factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now - timedelta(seconds=5))
-        for _ in range(40)
-    ]
 
-    with patch("connections.tasks.refresh_grants_task.delay") as delay:
-        with django_capture_on_commit_callbacks(execute=True):
-            assert grants_dispatch_due_refreshes(now=now, batch_size=40) == 40
+    due, batches = _sweep_messages(oauth_app, acme, django_capture_on_commit_callbacks, due_count=40, batch_size=40)
 
-    batches = [c.args[0] for c in delay.call_args_list]
     assert [len(batch) for batch in batches] == [32, 8]
     assert sorted(pk for batch in batches for pk in batch) == sorted(g.pk for g in due)
 
@@ -620,17 +625,9 @@ def test_a_sweep_that_finds_few_grants_shares_them_over_several_messages(
     settings.GRANT_REFRESH_BATCH = 2
     settings.GRANT_REFRESH_PER_MESSAGE = 0
     settings.GRANT_REFRESH_SPREAD = 4
-    now = timezone.now()
-    due = [
-        factories.GrantFactory(app=oauth_app, client=acme, next_refresh_at=now - timedelta(seconds=5))
-        for _ in range(10)
-    ]
 
-    with patch("connections.tasks.refresh_grants_task.delay") as delay:
-        with django_capture_on_commit_callbacks(execute=True):
-            assert grants_dispatch_due_refreshes(now=now) == 10
+    due, batches = _sweep_messages(oauth_app, acme, django_capture_on_commit_callbacks, due_count=10)
 
-    batches = [c.args[0] for c in delay.call_args_list]
     # Four processes can share ten grants: messages of three (never fewer than a window of two).
     assert [len(batch) for batch in batches] == [3, 3, 3, 1]
     assert sorted(pk for batch in batches for pk in batch) == sorted(g.pk for g in due)

@@ -343,11 +343,11 @@ def test_a_task_past_its_claim_period_hands_the_rest_of_its_message_to_the_next_
 
 
 def test_a_claim_whose_answer_is_lost_is_given_back_and_the_calls_in_flight_still_land(cf_sandbox, app, acme, settings):
-    from connections import selectors
+    from connections.services import refresh
 
     settings.GRANT_REFRESH_BATCH = 2
     grants = _due_grants(cf_sandbox, app, acme, 4)
-    real = selectors.grants_claimed_for_refresh
+    real = refresh.grants_claimed_for_refresh
     claims = []
 
     def claim(**kwargs):

@@ -20,7 +20,6 @@ with the zone's grant token, K processes, no database, no broker). Prints:
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from bench._common import (  # noqa: E402
 )
 
 
-def _bare_worker(api_url: str, jobs: list[tuple[str, str]], out) -> None:
+def _bare_worker(api_url: str, jobs: list[tuple[str, str]]) -> int:
     import requests
 
     session = requests.Session()
@@ -51,14 +50,11 @@ def _bare_worker(api_url: str, jobs: list[tuple[str, str]], out) -> None:
             timeout=20,
         )
         done += response.status_code == 200
-    out.put(done)
+    return done
 
 
 def bare_loop(api_url: str, jobs: list[tuple[str, str]], *, workers: int) -> float:
-    ctx = multiprocessing.get_context("fork")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_bare_worker, args=(api_url, jobs[i::workers], out)) for i in range(workers)]
-    return run_bare_processes(procs, out)
+    return run_bare_processes(_bare_worker, [(api_url, jobs[i::workers]) for i in range(workers)])
 
 
 def _api_calls(sandbox) -> int:

@@ -20,7 +20,6 @@ serialise them; the global cap (--global-rate, default the production 100 req/s)
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import time
@@ -42,7 +41,7 @@ from bench._common import (  # noqa: E402
 )
 
 
-def _bare_worker(api_url: str, tokens: list[str], accounts: list[str], out) -> None:
+def _bare_worker(api_url: str, tokens: list[str], accounts: list[str]) -> int:
     import requests
 
     session = requests.Session()
@@ -55,21 +54,14 @@ def _bare_worker(api_url: str, tokens: list[str], accounts: list[str], out) -> N
                 f"{api_url}/zones", headers=headers, params={"account.id": account, "per_page": 50}, timeout=20
             ).ok
         done += ok
-    out.put(done)
+    return done
 
 
 def bare_loop(sandbox, tokens: list[str], *, workers: int) -> float:
     from cloudflare_sandbox.seed import ACME_CORP_ID, ACME_STAGING_ID
 
-    ctx = multiprocessing.get_context("fork")
-    out = ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=_bare_worker, args=(sandbox.api_url, tokens[i::workers], [ACME_CORP_ID, ACME_STAGING_ID], out)
-        )
-        for i in range(workers)
-    ]
-    return run_bare_processes(procs, out)
+    accounts = [ACME_CORP_ID, ACME_STAGING_ID]
+    return run_bare_processes(_bare_worker, [(sandbox.api_url, tokens[i::workers], accounts) for i in range(workers)])
 
 
 def main() -> None:

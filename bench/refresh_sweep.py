@@ -24,7 +24,6 @@ both the bare loop and the pipeline. The last line sums it up:
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import time
@@ -46,7 +45,7 @@ from bench._common import (  # noqa: E402
 )
 
 
-def _bare_worker(token_url: str, client_id: str, secret: str, tokens: list[str], out) -> None:
+def _bare_worker(token_url: str, client_id: str, secret: str, tokens: list[str]) -> int:
     import requests
 
     session = requests.Session()
@@ -59,7 +58,7 @@ def _bare_worker(token_url: str, client_id: str, secret: str, tokens: list[str],
             timeout=20,
         )
         done += response.status_code == 200
-    out.put(done)
+    return done
 
 
 def bare_loop(sandbox, app, client, *, count: int, workers: int) -> float:
@@ -71,14 +70,10 @@ def bare_loop(sandbox, app, client, *, count: int, workers: int) -> float:
     from connections.models import Grant
 
     Grant.objects.filter(pk__in=[g.pk for g in minted]).delete()
-    ctx = multiprocessing.get_context("fork")
-    out = ctx.Queue()
-    chunks = [tokens[i::workers] for i in range(workers)]
-    procs = [
-        ctx.Process(target=_bare_worker, args=(sandbox.token_url(), app.client_id, app.client_secret, chunk, out))
-        for chunk in chunks
-    ]
-    return run_bare_processes(procs, out)
+    url = sandbox.token_url()
+    return run_bare_processes(
+        _bare_worker, [(url, app.client_id, app.client_secret, tokens[i::workers]) for i in range(workers)]
+    )
 
 
 def main() -> None:

@@ -114,9 +114,8 @@ def main() -> None:
     os.environ["GRANT_REFRESH_BATCH"] = str(args.batch)
     env = prepare_environment(args)
     setup_django(env)
-    import random
-
-    from django.utils import timezone
+    from django.db.models.expressions import RawSQL
+    from django.db.models.functions import Now
 
     from clients.models import Client
     from connections.models import Grant
@@ -142,16 +141,15 @@ def main() -> None:
 
         del grants
         pool.start()
-        # Due from the moment the workers are up (their start-up is not the pipeline's time).
-        now = timezone.now()
-        due = {}
-        rows = list(Grant.objects.filter(app=app).only("pk"))
-        for grant in rows:
-            grant.next_refresh_at = now + timedelta(seconds=random.uniform(0, args.spread))
-            grant.authorized_at = now - timedelta(seconds=args.ttl)
-            grant.access_expires_at = now + timedelta(seconds=args.ttl * 0.2)
-            due[grant.pk] = grant.next_refresh_at
-        Grant.objects.bulk_update(rows, ["next_refresh_at", "authorized_at", "access_expires_at"], batch_size=2000)
+        # Due from the moment the workers are up (their start-up is not the pipeline's time), in one
+        # statement: the pipeline's clock starts with the statement, so the time the benchmark takes
+        # to make them due is counted against the pipeline, not hidden; keep it short.
+        Grant.objects.filter(app=app).update(
+            next_refresh_at=RawSQL("now() + random() * %s * interval '1 second'", [args.spread]),
+            authorized_at=Now() - timedelta(seconds=args.ttl),
+            access_expires_at=Now() + timedelta(seconds=args.ttl * 0.2),
+        )
+        due = dict(Grant.objects.filter(app=app).values_list("pk", "next_refresh_at"))
         sandbox.reset_counters()
         cpu_before = pool.cpu_seconds()
         db_cpu = DatabaseCpu().start()

@@ -35,8 +35,8 @@ def prepare_environment(args) -> dict[str, str]:
     parts = urlsplit(url)
     if parts.scheme.startswith("postgres"):
         bench_db = (parts.path.lstrip("/") or "agencyportal") + "_bench"
-        _ensure_pg_database(parts, bench_db)
         db_url = urlunsplit(parts._replace(path="/" + bench_db))
+        ensure_database(db_url)
     else:
         db_url = f"sqlite:///{tempfile.mkdtemp(prefix='bench-')}/bench.sqlite3"
     broker = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
@@ -63,9 +63,14 @@ def prepare_environment(args) -> dict[str, str]:
     return env
 
 
-def _ensure_pg_database(parts, name: str) -> None:
+def ensure_database(url: str) -> None:
+    """Create the PostgreSQL database `url` names if it does not exist yet (SQLite needs nothing)."""
+    parts = urlsplit(url)
+    if not parts.scheme.startswith("postgres"):
+        return
     import psycopg
 
+    name = parts.path.lstrip("/")
     admin = urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()

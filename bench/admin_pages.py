@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._common import ensure_database  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -41,6 +43,7 @@ def main() -> None:
     os.environ["DATABASE_URL"] = os.environ.get(
         "BENCH_DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'bench-admin.sqlite3'}"
     )
+    ensure_database(os.environ["DATABASE_URL"])
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agencyportal.settings")
     os.environ["STAFF_OTP_REQUIRED"] = "False"
     (ROOT / "var").mkdir(exist_ok=True)

@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._common import ensure_database  # noqa: E402
+
 REQUIRED = ["user-details.read", "account-settings.read", "zone.read", "dns.read"]
 OPTIONAL = ["dns.write"]
 CALLBACK = "http://testserver/oauth/cloudflare/callback/"
@@ -43,6 +45,7 @@ def main() -> None:
     os.environ["DATABASE_URL"] = os.environ.get(
         "BENCH_DATABASE_URL", f"sqlite:///{tempfile.mkdtemp(prefix='bench-callback-')}/bench.sqlite3"
     )
+    ensure_database(os.environ["DATABASE_URL"])
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agencyportal.settings")
     os.environ["STAFF_OTP_REQUIRED"] = "False"
     import django

@@ -457,21 +457,21 @@ def alert_open(*, token: ApiToken, kind: str, message: str) -> TokenAlert | None
             alert = TokenAlert.objects.create(token=token, client_id=token.client_id, kind=kind, message=message[:500])
     except IntegrityError:
         return None
-    transaction.on_commit(lambda: _enqueue("apitokens.tasks.deliver_token_alert_task", alert.pk))
+    transaction.on_commit(lambda: _enqueue("deliver_token_alert_task", alert.pk))
     return alert
 
 
 def _enqueue(task_name: str, *args: Any) -> None:
-    from agencyportal.celery import app
+    from . import tasks  # tasks import this module
 
     try:
-        app.send_task(task_name, args=list(args))
+        getattr(tasks, task_name).delay(*args)
     except Exception:  # noqa: BLE001 - the beat sweep finds the row again
         logger.warning("could not enqueue %s; the sweep will pick it up", task_name)
 
 
 def _enqueue_verify(token_id: int) -> None:
-    transaction.on_commit(lambda: _enqueue("apitokens.tasks.verify_api_token_task", token_id))
+    transaction.on_commit(lambda: _enqueue("verify_api_token_task", token_id))
 
 
 # --- 3./4. Map and invite -------------------------------------------------------------------------

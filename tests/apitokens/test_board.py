@@ -113,6 +113,19 @@ def test_token_alerts_are_delivered_by_email_once(settings, mailoutbox):
     assert token.token not in mailoutbox[0].body
 
 
+def test_an_opened_token_alert_is_delivered_through_its_task_after_commit(
+    settings, mailoutbox, django_capture_on_commit_callbacks
+):
+    settings.STAFF_ALERT_EMAILS = ["ops@agency.example"]
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    (token,) = _tokens(1)
+    with django_capture_on_commit_callbacks(execute=True):
+        alert = services.alert_open(token=token, kind="token_expired", message="The API token t has expired.")
+        assert not mailoutbox  # not before the commit
+    assert len(mailoutbox) == 1
+    assert TokenAlert.objects.get(pk=alert.pk).delivered_at is not None
+
+
 def test_an_invitation_is_refused_while_the_app_does_not_request_a_mapped_scope(oauth_app, agency_admin, mailoutbox):
     owner = factories.ClientMemberFactory()
     (token,) = _tokens(1, client=owner.client)

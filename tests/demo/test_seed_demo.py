@@ -35,6 +35,19 @@ def test_it_prints_a_link_for_the_pending_invitation():
 
 
 @pytest.mark.sandbox
+def test_the_demo_grant_reaches_bigshops_account_and_its_125_zones_only(cf_sandbox, settings):
+    from clients.models import Zone
+    from cloudflare_sandbox.seed import BIGSHOP_ID
+
+    settings.CLOUDFLARE_SANDBOX_URL = cf_sandbox.base_url
+    _seed()
+    _seed("--sandbox-grants")
+    grant = Grant.objects.get(client__slug="bigshop")
+    assert list(grant.accounts.values_list("cf_account_id", flat=True)) == [BIGSHOP_ID]
+    assert Zone.objects.filter(account__client__slug="bigshop").count() == 125
+
+
+@pytest.mark.sandbox
 def test_it_does_not_reconnect_a_grant_the_client_disconnected(cf_sandbox, settings):
     settings.CLOUDFLARE_SANDBOX_URL = cf_sandbox.base_url
     _seed()

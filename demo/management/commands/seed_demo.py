@@ -179,7 +179,7 @@ class Command(BaseCommand):
 
     def _connect_bigshop(self) -> None:
         """Give the workers something to do: one real grant minted at the sandbox, then synced."""
-        from cloudflare_sandbox.seed import DEMO_CLIENT_ID
+        from cloudflare_sandbox.seed import BIGSHOP_ID, DEMO_CLIENT_ID
 
         client = Client.objects.filter(slug="bigshop").first()
         app = OAuthApp.objects.filter(client_id=DEMO_CLIENT_ID).first()
@@ -202,7 +202,13 @@ class Command(BaseCommand):
         scopes = ["offline_access", *app.required_scopes, "dns.write", "cache.purge"]
         response = requests.post(
             f"{base}/__sandbox__/grants",
-            json={"client_id": app.client_id, "user_email": "bob@example.com", "scopes": scopes, "accounts": "all"},
+            # Bob is also a member of Acme Corp's account; at consent he would pick Bigshop's alone.
+            json={
+                "client_id": app.client_id,
+                "user_email": "bob@example.com",
+                "scopes": scopes,
+                "accounts": [BIGSHOP_ID],
+            },
             timeout=10,
         )
         if response.status_code != 200:

@@ -41,8 +41,12 @@ def client_operations(context, client):
 @register.inclusion_tag("operations/_portal_section.html")
 def portal_operations(client, cards):
     """Portal home: per connection what it allows and not; what the agency changed (one query)."""
+    connections = []
+    for card in cards:
+        lines = selectors.action_lines(card.grant.granted_scopes)
+        connections.append((card.grant, lines, any(not line.allowed for line in lines)))
     return {
-        "connections": [(card.grant, selectors.action_lines(card.grant.granted_scopes)) for card in cards],
+        "connections": connections,
         "changes": selectors.portal_changes(client_id=client.pk),
     }
 

@@ -53,6 +53,21 @@ def test_a_grant_shows_who_what_where_and_when(owner_client, oauth_app, acme, cl
     assert grant.access_token_fp[:8] not in body and "cfoat_" not in body and "cfort_" not in body
 
 
+def test_the_needs_note_shows_only_when_a_connection_lacks_a_permission_some_action_needs(
+    owner_client, oauth_app, acme
+):
+    from operations.catalogue import scopes_used
+
+    note = "lists a permission you did not give"
+    (grant,) = make_grants(acme, oauth_app, grants=1, accounts=1, zones=1)
+    Grant.objects.filter(pk=grant.pk).update(granted_scopes=sorted(scopes_used()))
+    body = owner_client.get("/portal/").content.decode()
+    assert note not in body and "needs " not in body
+    Grant.objects.filter(pk=grant.pk).update(granted_scopes=sorted(scopes_used() - {"cache.purge"}))
+    body = owner_client.get("/portal/").content.decode()
+    assert note in body and 'class="refused" data-action="cache.purge"' in body
+
+
 def test_a_contact_never_sees_another_clients_grants(owner_client, oauth_app, other_client_owner):
     other = other_client_owner.client_membership.client
     (foreign,) = make_grants(other, oauth_app, grants=1, accounts=1, zones=1)

@@ -82,7 +82,11 @@ def test_staff_edit_a_record_and_run_a_bulk_purge_and_the_client_sees_both(
     page.select_option("select[name=action]", "start_bulk_change")
     page.click("button[name=index]")
     page.wait_for_selector("#bulk-form")
+    # Only the chosen plan's fields show.
+    assert page.is_visible("#plan-dns-record-create") and not page.is_visible("#plan-cache-purge")
     page.check("input[name=plan][value='cache.purge']")
+    assert page.is_visible("#plan-cache-purge")
+    assert not page.is_visible("#plan-dns-record-create") and not page.is_visible("#plan-dns-records-set-content")
     page.check("input[name=purge_mode][value=everything]")
     page.click("#bulk-dry-run")
     page.wait_for_selector("#change-confirm", timeout=30_000)  # the page reloads when the dry run is done

@@ -22,8 +22,22 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ALLOWED = ["dns.records.list", "dns.record.create", "dns.record.delete"]
 
 
-def _sdk(live_server, raw: str) -> cloudflare.Cloudflare:
-    return cloudflare.Cloudflare(api_token=raw, base_url=f"{live_server.url}/proxy/cloudflare/client/v4", max_retries=0)
+@pytest.fixture
+def sdk(live_server):
+    """The official SDK pointed at the proxy, closed after the test: a kept-alive connection would
+    keep a live-server thread, and its database connection, past the end of the run."""
+    made: list[cloudflare.Cloudflare] = []
+
+    def make(raw: str) -> cloudflare.Cloudflare:
+        api = cloudflare.Cloudflare(
+            api_token=raw, base_url=f"{live_server.url}/proxy/cloudflare/client/v4", max_retries=0
+        )
+        made.append(api)
+        return api
+
+    yield make
+    for api in made:
+        api.close()
 
 
 def _key(*clients, actions=ALLOWED, days=30):
@@ -36,12 +50,12 @@ def _key(*clients, actions=ALLOWED, days=30):
     )
 
 
-def test_the_sdk_runs_allowed_actions_through_the_grant_and_the_record_names_the_key(cf_sandbox, live_server, acme):
+def test_the_sdk_runs_allowed_actions_through_the_grant_and_the_record_names_the_key(cf_sandbox, sdk, acme):
     grant = sandbox_grant(cf_sandbox, client=acme)
     zone = Zone.objects.filter(account__grants=grant, name="acme.com").get()
     key, raw = _key(acme)
     assert ServiceKey.objects.get().key_hash != raw and raw not in str(ServiceKey.objects.values().get())
-    api = _sdk(live_server, raw)
+    api = sdk(raw)
 
     created = api.dns.records.create(zone_id=zone.cf_zone_id, type="TXT", name="_proxy", content="from a script", ttl=1)
     assert created.name == "_proxy.acme.com" and created.id
@@ -60,13 +74,13 @@ def test_the_sdk_runs_allowed_actions_through_the_grant_and_the_record_names_the
     assert raw not in "\n".join(_every_text_value())
 
 
-def test_actions_outside_the_key_or_the_catalogue_are_refused_with_zero_upstream_calls(cf_sandbox, live_server, acme):
+def test_actions_outside_the_key_or_the_catalogue_are_refused_with_zero_upstream_calls(cf_sandbox, sdk, acme):
     grant = sandbox_grant(cf_sandbox, client=acme)
     zone = Zone.objects.filter(account__grants=grant, name="acme.com").get()
     other = factories.ClientFactory(slug="globex")
     other_zone = factories.ZoneFactory(account=factories.CloudflareAccountFactory(client=other))
     key, raw = _key(acme)
-    api = _sdk(live_server, raw)
+    api = sdk(raw)
     cf_sandbox.reset_counters()
 
     with pytest.raises(cloudflare.PermissionDeniedError, match="not allowed to run cache.purge"):
@@ -78,7 +92,7 @@ def test_actions_outside_the_key_or_the_catalogue_are_refused_with_zero_upstream
     with pytest.raises(cloudflare.PermissionDeniedError, match="may not act on that zone"):
         api.dns.records.list(zone_id=other_zone.cf_zone_id)
     with pytest.raises(cloudflare.AuthenticationError):
-        _sdk(live_server, raw + "x").dns.records.list(zone_id=zone.cf_zone_id)
+        sdk(raw + "x").dns.records.list(zone_id=zone.cf_zone_id)
     service_key_revoke(key=key)
     with pytest.raises(cloudflare.AuthenticationError):
         api.dns.records.list(zone_id=zone.cf_zone_id)
@@ -87,12 +101,12 @@ def test_actions_outside_the_key_or_the_catalogue_are_refused_with_zero_upstream
     assert refusal.outcome == "refused" and refusal.actor_via == "service_key"
 
 
-def test_before_cutover_the_proxy_acts_with_the_clients_api_token(cf_sandbox, live_server, acme):
+def test_before_cutover_the_proxy_acts_with_the_clients_api_token(cf_sandbox, sdk, acme):
     token = sandbox_token(
         cf_sandbox, acme, permissions=["Zone Read", "DNS Read", "DNS Write"], zones=[ACME_COM], declared=["DNS Write"]
     )
     key, raw = _key(acme)
-    api = _sdk(live_server, raw)
+    api = sdk(raw)
     created = api.dns.records.create(zone_id=ACME_COM, type="TXT", name="_pre", content="token", ttl=1)
     api.dns.records.delete(created.id, zone_id=ACME_COM)
     records = ActionRecord.objects.all()

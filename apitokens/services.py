@@ -551,25 +551,57 @@ def _live_grant_for(token: ApiToken) -> Grant | None:
     return grants.first()
 
 
-def parity_diff(*, token: ApiToken, grant: Grant) -> list[str]:
-    """What the grant lacks compared with the token, in plain words ([] = parity)."""
-    from connections.scopes import describe
+@dataclass(frozen=True)
+class ParityGaps:
+    """What a grant lacks compared with the API token it replaces (all empty: parity)."""
 
-    diff = []
-    missing = [s for s in token.mapped_scopes if s not in set(grant.granted_scopes)]
-    if missing:
-        diff.append("The connection does not allow: " + "; ".join(describe(s) for s in missing) + ".")
+    scopes: list[str]
+    accounts: list[str]  # names, or ids where Cloudflare gave no name
+    zones: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.scopes or self.accounts or self.zones)
+
+    def lines(self) -> list[str]:
+        """The gaps in plain words, in the active language."""
+        from connections.scopes import describe
+
+        lines = []
+        if self.scopes:
+            what = "; ".join(describe(s) for s in self.scopes)
+            lines.append(translation.gettext("The connection does not allow: %(what)s.") % {"what": what})
+        if self.accounts:
+            names = ", ".join(self.accounts)
+            lines.append(
+                translation.gettext("The connection does not reach the account(s): %(names)s.") % {"names": names}
+            )
+        if self.zones:
+            names = ", ".join(self.zones)
+            lines.append(
+                translation.gettext("The connection does not reach the zone(s): %(names)s.") % {"names": names}
+            )
+        return lines
+
+
+def parity_gaps(*, token: ApiToken, grant: Grant) -> ParityGaps:
+    """Compare the grant's scopes and reach with the token's. Two queries (accounts, zones)."""
+    granted = set(grant.granted_scopes)
     reached = {a.cf_account_id for a in grant.accounts.all()}
-    lost_accounts = [a.get("name") or a["id"] for a in token.reach_accounts if a["id"] not in reached]
-    if lost_accounts:
-        diff.append("The connection does not reach the account(s): " + ", ".join(lost_accounts) + ".")
     zones = set(
         Zone.objects.filter(account__grants=grant, removed_at__isnull=True).values_list("cf_zone_id", flat=True)
     )
-    lost_zones = [z.get("name") or z["id"] for z in token.reach_zones if z["id"] not in zones]
-    if lost_zones:
-        diff.append("The connection does not reach the zone(s): " + ", ".join(lost_zones) + ".")
-    return diff
+    return ParityGaps(
+        scopes=[s for s in token.mapped_scopes if s not in granted],
+        accounts=[a.get("name") or a["id"] for a in token.reach_accounts if a["id"] not in reached],
+        zones=[z.get("name") or z["id"] for z in token.reach_zones if z["id"] not in zones],
+    )
+
+
+def parity_diff(*, token: ApiToken, grant: Grant) -> list[str]:
+    """The gaps in English ([] = parity): stored on the token and in its events, for staff. The
+    client's page words them again in the reader's language (`parity_gaps(...).lines()`)."""
+    with translation.override("en"):
+        return parity_gaps(token=token, grant=grant).lines()
 
 
 def parity_check(*, token: ApiToken) -> ApiToken:

@@ -55,6 +55,11 @@ def migration(request: HttpRequest, code) -> HttpResponse:
             messages.warning(request, exc.message)
             return redirect("apitokens:migration", code=token.code)
         return no_referrer(_see_other(start.url))
+    # What the connection lacks, worded in the reader's language (the stored lines are English).
+    parity_lines = []
+    if token.state == ApiToken.State.CONNECTED and token.parity_diff:
+        grant = token.grant
+        parity_lines = services.parity_gaps(token=token, grant=grant).lines() if grant else list(token.parity_diff)
     today, _ = actions_for_scopes(scopes_of(token.permission_groups))
     lines = scope_lines(scopes, required=app.required_scopes if app else [])
     response = render(
@@ -68,6 +73,7 @@ def migration(request: HttpRequest, code) -> HttpResponse:
             "required": [line for line in lines if line.required],
             "optional": [line for line in lines if not line.required],
             "can_connect": can_connect,
+            "parity_lines": parity_lines,
             "form": form,
         },
     )

@@ -134,6 +134,12 @@ def test_a_client_whose_contact_declines_an_optional_scope_needs_an_override_and
         "The connection does not allow: Clear Cloudflare's cache for your sites, so visitors see fresh content."
     ]
     assert "Your connection gives the agency less" in client.get(f"/portal/migration/{token.code}/").content.decode()
+    # The stored lines are English (staff); a French reader gets the same gaps in French.
+    french = client.get(f"/portal/migration/{token.code}/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "La connexion ne permet pas : Vider le cache de Cloudflare pour vos sites" in french
+    assert "does not allow" not in french
+    token.refresh_from_db()
+    assert token.parity_diff[0].startswith("The connection does not allow: ")
     with pytest.raises(services.MigrationError, match="waits for parity"):
         services.cutover(token=token, by=agency_admin)
     with pytest.raises(services.MigrationError, match="reason"):

@@ -196,6 +196,7 @@ def test_a_batch_of_checks_maps_every_grant_at_once(cf_sandbox, app, acme, check
     assert Zone.objects.filter(account__cf_account_id=ACME_CORP_ID).count() == 3
 
 
+@pytest.mark.postgres  # on SQLite (one writer at a time) a batch's checks run one after another
 @pytest.mark.django_db(transaction=True)
 def test_a_routine_re_check_batch_reads_its_grants_reach_once_and_writes_their_rows_in_one_statement(
     cf_sandbox, app, acme, check_pool_connections_closed

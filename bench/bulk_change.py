@@ -14,7 +14,9 @@ with the zone's grant token, K processes, no database, no broker). Prints:
 - the same for the bare loop: the ceiling; and their ratio (goal ≥ 0.8);
 - API calls per item, from the sandbox's own counters (goal 1.00);
 - the dry run's duration and its API calls (a purge's dry run is the gate alone: 0);
-- peak memory of the worker processes (RSS, parent + pool).
+- peak memory of the worker processes (RSS, parent + pool);
+
+and, last, one line `ratio=<pipeline/bare> calls_per_item=<x>`.
 """
 
 from __future__ import annotations
@@ -159,6 +161,7 @@ def main() -> None:
         print(f"ratio pipeline/bare:      {rate / ceiling:.2f}")
         print(f"API calls per item:       {calls / max(1, counts.get('done', 0)):.2f} ({calls} calls)")
         print(f"peak worker memory (RSS): {pool.peak_rss / 2**20:.0f} MiB for {args.workers + 1} processes")
+        print(f"ratio={rate / ceiling:.2f} calls_per_item={calls / max(1, counts.get('done', 0)):.2f}")
     finally:
         pool.stop()
         purge_queue()

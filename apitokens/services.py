@@ -559,9 +559,6 @@ class ParityGaps:
     accounts: list[str]  # names, or ids where Cloudflare gave no name
     zones: list[str]
 
-    def __bool__(self) -> bool:
-        return bool(self.scopes or self.accounts or self.zones)
-
     def lines(self) -> list[str]:
         """The gaps in plain words, in the active language."""
         from connections.scopes import describe

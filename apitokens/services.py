@@ -594,22 +594,23 @@ def parity_gaps(*, token: ApiToken, grant: Grant) -> ParityGaps:
     )
 
 
-def parity_diff(*, token: ApiToken, grant: Grant) -> list[str]:
-    """The gaps in English ([] = parity): stored on the token and in its events, for staff. The
-    client's page words them again in the reader's language (`parity_gaps(...).lines()`)."""
-    with translation.override("en"):
-        return parity_gaps(token=token, grant=grant).lines()
-
-
 def parity_check(*, token: ApiToken) -> ApiToken:
     """Link the client's new grant and compare it with the token. Database only, no call."""
+    return parity_check_gaps(token=token)[0]
+
+
+def parity_check_gaps(*, token: ApiToken) -> tuple[ApiToken, ParityGaps | None]:
+    """`parity_check`, also returning the gaps it found (None: nothing was compared), for a page
+    that words them in its reader's language. The token stores them in English, for staff."""
     if token.state not in (State.INVITED, State.CONNECTED, State.PARITY):
-        return token
+        return token, None
     grant = _live_grant_for(token)
     if grant is None:
-        return token
+        return token, None
     now = timezone.now()
-    diff = parity_diff(token=token, grant=grant)
+    gaps = parity_gaps(token=token, grant=grant)
+    with translation.override("en"):
+        diff = gaps.lines()  # [] = parity
     with transaction.atomic():
         if token.grant_id != grant.pk or token.state == State.INVITED:
             event_record(token=token, kind="connected", message=f"Connected as {grant.cf_user_email}", grant=grant.pk)
@@ -626,7 +627,7 @@ def parity_check(*, token: ApiToken) -> ApiToken:
             parity_checked_at=now,
         )
     token.refresh_from_db()
-    return token
+    return token, gaps
 
 
 def parity_override(*, token: ApiToken, by, reason: str) -> ApiToken:

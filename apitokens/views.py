@@ -39,8 +39,9 @@ def migration(request: HttpRequest, code) -> HttpResponse:
     token = _token_for_member(request, code)
     member = request.member
     app = consent.oauth_app_default()
+    gaps = None
     if token.state in (ApiToken.State.INVITED, ApiToken.State.CONNECTED):
-        token = services.parity_check(token=token)
+        token, gaps = services.parity_check_gaps(token=token)
     scopes = services.requested_scopes(token=token, app=app)
     can_connect = member.can_manage_connections and app is not None and token.state == ApiToken.State.INVITED
     form = ConfirmForm(request.POST if request.method == "POST" else None)
@@ -58,8 +59,7 @@ def migration(request: HttpRequest, code) -> HttpResponse:
     # What the connection lacks, worded in the reader's language (the stored lines are English).
     parity_lines = []
     if token.state == ApiToken.State.CONNECTED and token.parity_diff:
-        grant = token.grant
-        parity_lines = services.parity_gaps(token=token, grant=grant).lines() if grant else list(token.parity_diff)
+        parity_lines = gaps.lines() if gaps is not None else list(token.parity_diff)
     today, _ = actions_for_scopes(scopes_of(token.permission_groups))
     lines = scope_lines(scopes, required=app.required_scopes if app else [])
     response = render(

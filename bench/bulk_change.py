@@ -159,9 +159,10 @@ def main() -> None:
         print(f"pipeline:                 {rate:.1f} items/s ({elapsed:.1f}s)")
         print(f"bare purge loop (K={args.workers}):  {ceiling:.1f} calls/s")
         print(f"ratio pipeline/bare:      {rate / ceiling:.2f}")
-        print(f"API calls per item:       {calls / max(1, counts.get('done', 0)):.2f} ({calls} calls)")
+        per_item = calls / max(1, counts.get("done", 0))
+        print(f"API calls per item:       {per_item:.2f} ({calls} calls)")
         print(f"peak worker memory (RSS): {pool.peak_rss / 2**20:.0f} MiB for {args.workers + 1} processes")
-        print(f"ratio={rate / ceiling:.2f} calls_per_item={calls / max(1, counts.get('done', 0)):.2f}")
+        print(f"ratio={rate / ceiling:.2f} calls_per_item={per_item:.2f}")
     finally:
         pool.stop()
         purge_queue()

@@ -20,6 +20,13 @@ def _seed(*args: str) -> str:
     return out.getvalue()
 
 
+def _seed_with_sandbox_grants(cf_sandbox, settings) -> None:
+    """The demo as `make run` seeds it: the logins, then the grants minted at the sandbox."""
+    settings.CLOUDFLARE_SANDBOX_URL = cf_sandbox.base_url
+    _seed()
+    _seed("--sandbox-grants")
+
+
 def test_running_the_seed_twice_reuses_everything_and_prints_the_same_logins():
     first, second = _seed(), _seed()
     assert Client.objects.count() == 3
@@ -39,9 +46,7 @@ def test_the_demo_grant_reaches_bigshops_account_and_its_125_zones_only(cf_sandb
     from clients.models import Zone
     from cloudflare_sandbox.seed import BIGSHOP_ID
 
-    settings.CLOUDFLARE_SANDBOX_URL = cf_sandbox.base_url
-    _seed()
-    _seed("--sandbox-grants")
+    _seed_with_sandbox_grants(cf_sandbox, settings)
     grant = Grant.objects.get(client__slug="bigshop")
     assert list(grant.accounts.values_list("cf_account_id", flat=True)) == [BIGSHOP_ID]
     assert Zone.objects.filter(account__client__slug="bigshop").count() == 125
@@ -49,9 +54,7 @@ def test_the_demo_grant_reaches_bigshops_account_and_its_125_zones_only(cf_sandb
 
 @pytest.mark.sandbox
 def test_it_does_not_reconnect_a_grant_the_client_disconnected(cf_sandbox, settings):
-    settings.CLOUDFLARE_SANDBOX_URL = cf_sandbox.base_url
-    _seed()
-    _seed("--sandbox-grants")
+    _seed_with_sandbox_grants(cf_sandbox, settings)
     grant = Grant.objects.get(client__slug="bigshop")
     Grant.objects.filter(pk=grant.pk).update(
         status=Grant.Status.DISCONNECTED,
@@ -71,9 +74,7 @@ def test_it_does_not_reconnect_a_grant_the_client_disconnected(cf_sandbox, setti
 def test_it_seeds_clients_still_on_api_tokens_once_so_the_migration_board_is_populated(cf_sandbox, settings):
     from apitokens.models import ApiToken
 
-    settings.CLOUDFLARE_SANDBOX_URL = cf_sandbox.base_url
-    _seed()
-    _seed("--sandbox-grants")
+    _seed_with_sandbox_grants(cf_sandbox, settings)
     _seed("--sandbox-grants")
     tokens = {t.client.slug: t for t in ApiToken.objects.select_related("client")}
     assert set(tokens) == {"dunder", "edgeworks", "fernwood"}
